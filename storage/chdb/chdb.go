@@ -1,0 +1,168 @@
+// Package chdb is the embedded storage engine: the ClickHouse engine running
+// inside the flowtrace process through chDB (github.com/chdb-io/chdb-go), with
+// its data in a local directory.
+package chdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	chdbpurego "github.com/chdb-io/chdb-go/chdb-purego"
+
+	// Must be imported before chdb-go's binding initializes; see its doc.
+	"github.com/flowtrace/flowtrace/storage/chdb/internal/libchdb"
+	"github.com/flowtrace/flowtrace/storage/chstore"
+)
+
+// ErrInUse is returned by Open while another embedded session is open: chDB
+// runs one session per process.
+var ErrInUse = errors.New("an embedded ClickHouse session is already open in this process")
+
+// LibraryPath is where libchdb.so was loaded from.
+func LibraryPath() string { return libchdb.Path }
+
+// open is set while a session is open; chDB allows one per process.
+var (
+	openMu  sync.Mutex
+	openDir string
+)
+
+// conn is a chstore.Conn over the process's chDB session.
+//
+// chDB runs one statement at a time per session, and query parameters are
+// session state (SET param_x), so mu serializes statements together with the
+// parameters they use.
+type conn struct {
+	mu     sync.Mutex
+	dir    string
+	chconn chdbpurego.ChdbConn
+	closed bool
+}
+
+var _ chstore.Conn = (*conn)(nil)
+
+// Open starts the embedded engine on the data directory dir, creating it if
+// needed. An empty dir runs in memory. Only one session may be open per
+// process at a time.
+func Open(dir string) (chstore.Conn, error) {
+	openMu.Lock()
+	defer openMu.Unlock()
+	if openDir != "" {
+		return nil, fmt.Errorf("open %s: %w (%s)", dir, ErrInUse, openDir)
+	}
+	connString := ":memory:"
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("open %s: %w", dir, err)
+		}
+		connString = dir
+	}
+	chconn, err := chdbpurego.NewConnectionFromConnString(connString)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", connString, err)
+	}
+	c := &conn{dir: connString, chconn: chconn}
+	// Times are read and written as UTC; JSON numbers stay numbers.
+	if err := c.Exec(context.Background(), "SET session_timezone = 'UTC', output_format_json_quote_64bit_integers = 0", nil); err != nil {
+		chconn.Close()
+		return nil, fmt.Errorf("open %s: %w", connString, err)
+	}
+	openDir = connString
+	return c, nil
+}
+
+func (c *conn) Exec(ctx context.Context, query string, params chstore.Params) error {
+	_, err := c.run(ctx, query, params, "TabSeparated")
+	return err
+}
+
+func (c *conn) Query(ctx context.Context, query string, params chstore.Params) ([]byte, error) {
+	return c.run(ctx, query, params, "JSONEachRow")
+}
+
+func (c *conn) run(ctx context.Context, query string, params chstore.Params, format string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errors.New("embedded ClickHouse session closed")
+	}
+	if len(params) > 0 {
+		if _, err := c.query(setParams(params), format); err != nil {
+			return nil, fmt.Errorf("set query parameters: %w", err)
+		}
+	}
+	return c.query(query, format)
+}
+
+// query runs one statement; the caller holds mu. The result is copied out of
+// chDB's buffer, which is freed before returning.
+func (c *conn) query(query, format string) ([]byte, error) {
+	result, err := c.chconn.Query(query, format)
+	if err != nil {
+		return nil, err
+	}
+	if result == nil {
+		return nil, nil
+	}
+	defer result.Free()
+	if err := result.Error(); err != nil {
+		return nil, err
+	}
+	buf := result.Buf()
+	if len(buf) == 0 {
+		return nil, nil
+	}
+	return append([]byte(nil), buf...), nil
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	c.chconn.Close()
+	openMu.Lock()
+	openDir = ""
+	openMu.Unlock()
+	return nil
+}
+
+// setParams renders "SET param_a = '...', param_b = '...'". Values arrive in
+// ClickHouse's escaped text form (chstore.Params); here they are quoted as
+// string literals.
+func setParams(params chstore.Params) string {
+	names := make([]string, 0, len(params))
+	for name := range params {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("SET ")
+	for i, name := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("param_")
+		b.WriteString(name)
+		b.WriteString(" = '")
+		b.WriteString(quoteLiteral(params[name]))
+		b.WriteByte('\'')
+	}
+	return b.String()
+}
+
+var literalEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
+
+func quoteLiteral(s string) string {
+	return literalEscaper.Replace(s)
+}

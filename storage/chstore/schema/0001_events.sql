@@ -1,0 +1,33 @@
+-- Raw normalized events: one row per observation of a message (publish,
+-- deliver, process, settle, dead_letter, ...). Never updated.
+CREATE TABLE IF NOT EXISTS {{table "events"}} {{onCluster}}
+(
+    time           DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    kind           LowCardinality(String),
+    system         LowCardinality(String),
+    destination    LowCardinality(String),
+    partition      LowCardinality(String),
+    message_id     String CODEC(ZSTD(1)),
+    operation      LowCardinality(String),
+    attempt        UInt16,
+    service        LowCardinality(String),
+    consumer_group LowCardinality(String),
+    trace_id       String CODEC(ZSTD(1)),
+    span_id        String CODEC(ZSTD(1)),
+    parent_span_id String CODEC(ZSTD(1)),
+    links          Array(String) CODEC(ZSTD(1)),
+    keys           Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    outcome        LowCardinality(String),
+    reason         String CODEC(ZSTD(1)),
+    body_size      UInt64,
+    duration_ns    Int64,
+    INDEX idx_message_id message_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1
+)
+ENGINE = {{engine "MergeTree"}}
+PARTITION BY toDate(time)
+ORDER BY (system, destination, time)
+{{ttl "time"}}
+{{settings}};
+
+{{distributed "events" "rand()"}}

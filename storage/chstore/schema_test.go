@@ -1,0 +1,86 @@
+package chstore_test
+
+import (
+	"context"
+	"io/fs"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowtrace/flowtrace/storage/chstore"
+)
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	st, schema := newStore(t, 0)
+	ctx := context.Background()
+	require.NoError(t, st.Migrate(ctx))
+	require.NoError(t, st.Migrate(ctx))
+
+	files, err := fs.Glob(chstore.SchemaFS(), "*.sql")
+	require.NoError(t, err)
+	assert.Equal(t, len(files), count(t, schema, "schema_migrations", false), "one record per migration")
+
+	rows := queryRows(t, "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name", chstore.Params{"db": schema.Database})
+	var tables []string
+	for _, r := range rows {
+		tables = append(tables, r["name"].(string))
+	}
+	assert.Equal(t, []string{"backlog", "edges_1m", "edges_1m_mv", "events", "flow_keys", "flows", "hops", "schema_migrations"}, tables)
+}
+
+func TestEachMigrationAppliesOnce(t *testing.T) {
+	schema := chstore.Schema{Database: "test_migrations_once"}
+	t.Cleanup(func() { _ = engine.Exec(context.Background(), "DROP DATABASE IF EXISTS test_migrations_once", nil) })
+	// Not idempotent on purpose: an INSERT applied twice would show.
+	src := fstest.MapFS{
+		"0001_create.sql": {Data: []byte("CREATE TABLE {{table \"applied\"}} (step String) ENGINE = MergeTree ORDER BY step;")},
+		"0002_first.sql":  {Data: []byte("INSERT INTO {{table \"applied\"}} VALUES ('first');")},
+	}
+	ctx := context.Background()
+	for range 3 {
+		st, err := chstore.NewWithMigrations(engine, schema, src)
+		require.NoError(t, err)
+		require.NoError(t, st.Migrate(ctx))
+	}
+	assert.Equal(t, 1, count(t, schema, "applied", false))
+
+	src["0003_second.sql"] = &fstest.MapFile{Data: []byte("INSERT INTO {{table \"applied\"}} VALUES ('second');")}
+	st, err := chstore.NewWithMigrations(engine, schema, src)
+	require.NoError(t, err)
+	require.NoError(t, st.Migrate(ctx))
+	require.NoError(t, st.Migrate(ctx))
+	rows := queryRows(t, "SELECT step FROM test_migrations_once.applied ORDER BY step", nil)
+	assert.Equal(t, []map[string]any{{"step": "first"}, {"step": "second"}}, rows)
+}
+
+func TestMigrationErrorNamesTheMigration(t *testing.T) {
+	schema := chstore.Schema{Database: "test_migration_error"}
+	t.Cleanup(func() { _ = engine.Exec(context.Background(), "DROP DATABASE IF EXISTS test_migration_error", nil) })
+	src := fstest.MapFS{"0001_broken.sql": {Data: []byte("CREATE TABLE nonsense(;")}}
+	st, err := chstore.NewWithMigrations(engine, schema, src)
+	require.NoError(t, err)
+	err = st.Migrate(context.Background())
+	require.ErrorContains(t, err, "migration 0001_broken")
+}
+
+func TestTTLIsSet(t *testing.T) {
+	_, schema := newStore(t, 30*24*time.Hour)
+	for _, table := range []string{"events", "hops", "flows", "flow_keys", "edges_1m", "backlog"} {
+		rows := queryRows(t, "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+			chstore.Params{"db": schema.Database, "table": table})
+		require.Len(t, rows, 1, table)
+		assert.Contains(t, rows[0]["create_table_query"], "TTL ", table)
+		assert.Contains(t, rows[0]["create_table_query"], "toIntervalSecond(2592000)", table)
+	}
+}
+
+func TestNoTTLWhenZero(t *testing.T) {
+	_, schema := newStore(t, 0)
+	rows := queryRows(t, "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = 'events'",
+		chstore.Params{"db": schema.Database})
+	require.Len(t, rows, 1)
+	assert.NotContains(t, rows[0]["create_table_query"], "TTL ")
+}
