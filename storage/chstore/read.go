@@ -21,18 +21,18 @@ const maxFlowEvents = 10000
 // events whose clocks disagree with the flow's.
 const eventSlack = time.Hour
 
-const flowSelect = "SELECT flow_id, version, toUnixTimestamp64Nano(first_seen) AS first_seen, name, status, " +
-	"toUnixTimestamp64Nano(start_time) AS start_time, toUnixTimestamp64Nano(end_time) AS end_time, " +
+const flowSelect = "SELECT flow_id, version, toUnixTimestamp64Nano(first_seen) AS first_seen_ns, name, status, " +
+	"toUnixTimestamp64Nano(start_time) AS start_ns, toUnixTimestamp64Nano(end_time) AS end_ns, " +
 	"hop_count, retries, dead_letters, `keys.kind` AS key_kinds, `keys.value` AS key_values, critical_path"
 
 type flowRow struct {
 	ID           string   `json:"flow_id"`
 	Version      uint64   `json:"version"`
-	FirstSeen    int64    `json:"first_seen"`
+	FirstSeen    int64    `json:"first_seen_ns"`
 	Name         string   `json:"name"`
 	Status       string   `json:"status"`
-	Start        int64    `json:"start_time"`
-	End          int64    `json:"end_time"`
+	Start        int64    `json:"start_ns"`
+	End          int64    `json:"end_ns"`
 	HopCount     uint32   `json:"hop_count"`
 	Retries      uint32   `json:"retries"`
 	DeadLetters  uint32   `json:"dead_letters"`
@@ -53,7 +53,7 @@ func (r *flowRow) flow() model.Flow {
 		HopCount:     r.HopCount,
 		Retries:      r.Retries,
 		DeadLetters:  r.DeadLetters,
-		CriticalPath: r.CriticalPath,
+		CriticalPath: nilIfEmpty(r.CriticalPath),
 	}
 	for i := range r.KeyKinds {
 		if i < len(r.KeyValues) {
@@ -63,16 +63,16 @@ func (r *flowRow) flow() model.Flow {
 	return f
 }
 
-const hopSelect = "SELECT flow_id, hop_id, version, toUnixTimestamp64Nano(first_seen) AS first_seen, parent_hop_id, system, " +
+const hopSelect = "SELECT flow_id, hop_id, version, toUnixTimestamp64Nano(first_seen) AS first_seen_ns, parent_hop_id, system, " +
 	"producer, destination, consumer, consumer_group, operation, message_id, trace_id, " +
-	"toUnixTimestamp64Nano(publish_time) AS publish_time, toUnixTimestamp64Nano(deliver_time) AS deliver_time, " +
-	"toUnixTimestamp64Nano(settle_time) AS settle_time, queue_wait_ns, processing_ns, attempts, outcome, reason, counted"
+	"toUnixTimestamp64Nano(publish_time) AS publish_ns, toUnixTimestamp64Nano(deliver_time) AS deliver_ns, " +
+	"toUnixTimestamp64Nano(settle_time) AS settle_ns, queue_wait_ns, processing_ns, attempts, outcome, reason, counted"
 
 type hopRow struct {
 	FlowID        string `json:"flow_id"`
 	HopID         string `json:"hop_id"`
 	Version       uint64 `json:"version"`
-	FirstSeen     int64  `json:"first_seen"`
+	FirstSeen     int64  `json:"first_seen_ns"`
 	ParentHopID   string `json:"parent_hop_id"`
 	System        string `json:"system"`
 	Producer      string `json:"producer"`
@@ -82,9 +82,9 @@ type hopRow struct {
 	Operation     string `json:"operation"`
 	MessageID     string `json:"message_id"`
 	TraceID       string `json:"trace_id"`
-	PublishTime   int64  `json:"publish_time"`
-	DeliverTime   int64  `json:"deliver_time"`
-	SettleTime    int64  `json:"settle_time"`
+	PublishTime   int64  `json:"publish_ns"`
+	DeliverTime   int64  `json:"deliver_ns"`
+	SettleTime    int64  `json:"settle_ns"`
 	QueueWait     int64  `json:"queue_wait_ns"`
 	Processing    int64  `json:"processing_ns"`
 	Attempts      uint16 `json:"attempts"`
@@ -120,12 +120,12 @@ func (r *hopRow) hop() model.Hop {
 	}
 }
 
-const eventSelect = "SELECT toUnixTimestamp64Nano(time) AS time, kind, system, destination, partition, message_id, " +
+const eventSelect = "SELECT toUnixTimestamp64Nano(time) AS time_ns, kind, system, destination, partition, message_id, " +
 	"operation, attempt, service, consumer_group, trace_id, span_id, parent_span_id, links, keys, outcome, reason, " +
 	"body_size, duration_ns"
 
 type eventRow struct {
-	Time          int64             `json:"time"`
+	Time          int64             `json:"time_ns"`
 	Kind          string            `json:"kind"`
 	System        string            `json:"system"`
 	Destination   string            `json:"destination"`
@@ -161,7 +161,7 @@ func (r *eventRow) event() model.Event {
 		TraceID:       r.TraceID,
 		SpanID:        r.SpanID,
 		ParentSpanID:  r.ParentSpanID,
-		Links:         r.Links,
+		Links:         nilIfEmpty(r.Links),
 		Outcome:       r.Outcome,
 		Reason:        r.Reason,
 		BodySize:      r.BodySize,
@@ -381,7 +381,7 @@ const edgeStatsSelect = "system, producer, destination, consumer, sum(hops) AS c
 	"quantilesTDigestMerge(0.5, 0.95, 0.99)(processing) AS processing"
 
 type edgeRow struct {
-	Time        int64     `json:"time"`
+	Time        int64     `json:"time_ns"`
 	System      string    `json:"system"`
 	Producer    string    `json:"producer"`
 	Destination string    `json:"destination"`
@@ -450,11 +450,11 @@ func (s *store) EdgeSeries(ctx context.Context, q storage.SeriesQuery) ([]model.
 	params["producer"] = escapeParam(q.Edge.Producer)
 	params["destination"] = escapeParam(q.Edge.Destination)
 	params["consumer"] = escapeParam(q.Edge.Consumer)
-	query := "SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalMinute({step:UInt32}))) * 1000000000 AS time, " + edgeStatsSelect +
+	query := "SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalMinute({step:UInt32}))) * 1000000000 AS time_ns, " + edgeStatsSelect +
 		" FROM " + s.schema.name("edges_1m") +
 		" WHERE system = {system:String} AND producer = {producer:String} AND destination = {destination:String} AND consumer = {consumer:String}" +
 		" AND minute >= toStartOfMinute(fromUnixTimestamp64Nano({from:Int64})) AND minute < fromUnixTimestamp64Nano({to:Int64})" +
-		" GROUP BY time, system, producer, destination, consumer ORDER BY time"
+		" GROUP BY time_ns, system, producer, destination, consumer ORDER BY time_ns"
 	out, err := s.query(ctx, query, params)
 	if err != nil {
 		return nil, fmt.Errorf("edge series: %w", err)
@@ -475,7 +475,7 @@ func (s *store) EdgeSeries(ctx context.Context, q storage.SeriesQuery) ([]model.
 }
 
 type backlogRow struct {
-	Time          int64   `json:"time"`
+	Time          int64   `json:"time_ns"`
 	System        string  `json:"system"`
 	Broker        string  `json:"broker"`
 	Destination   string  `json:"destination"`
@@ -498,7 +498,7 @@ func (s *store) BacklogSeries(ctx context.Context, q storage.BacklogQuery) ([]mo
 			params[column] = escapeParam(value)
 		}
 	}
-	query := "SELECT toUnixTimestamp64Nano(time) AS time, system, broker, destination, consumer_group, depth, unacked, " +
+	query := "SELECT toUnixTimestamp64Nano(time) AS time_ns, system, broker, destination, consumer_group, depth, unacked, " +
 		"lag_messages, lag_seconds, consumers, publish_rate, deliver_rate FROM " + s.schema.name("backlog") +
 		" WHERE " + strings.Join(where, " AND ") + " ORDER BY system, destination, consumer_group, time LIMIT 100000"
 	out, err := s.query(ctx, query, params)
@@ -540,6 +540,14 @@ func fromNanos(ns int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, ns).UTC()
+}
+
+// nilIfEmpty makes an empty array read back as it was written: nil.
+func nilIfEmpty(values []string) []string {
+	if len(values) == 0 {
+		return nil
+	}
+	return values
 }
 
 // toNanos is the inverse of fromNanos.

@@ -158,7 +158,10 @@ func (s *store) insert(ctx context.Context, table, columns string, rows *rowBuff
 		return nil
 	}
 	token := table + "-" + strconv.Itoa(rows.rows) + "-" + strconv.FormatUint(xxhash.Sum64(rows.buf), 16)
-	header := "INSERT INTO " + s.schema.name(table) + " (" + columns + ") SETTINGS insert_deduplication_token = '" + token + "'"
+	// The materialized views fed by the table deduplicate too, or a replayed
+	// batch would count twice in them.
+	header := "INSERT INTO " + s.schema.name(table) + " (" + columns + ") SETTINGS insert_deduplication_token = '" + token +
+		"', deduplicate_blocks_in_dependent_materialized_views = 1"
 	if s.schema.Cluster != "" {
 		// Insert synchronously so the token reaches the replicated tables.
 		header += ", distributed_foreground_insert = 1"

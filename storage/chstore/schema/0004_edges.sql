@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS {{table "edges_1m"}} {{onCluster}}
 ENGINE = {{engine "AggregatingMergeTree"}}
 PARTITION BY toDate(minute)
 ORDER BY (system, producer, destination, consumer, minute)
-{{ttl "minute"}};
+{{ttl "minute"}}
+{{settings}};
 
 {{distributed "edges_1m" "cityHash64(destination)"}}
 

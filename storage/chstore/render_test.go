@@ -1,0 +1,70 @@
+package chstore_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowtrace/flowtrace/storage/chstore"
+)
+
+func renderAll(t *testing.T, schema chstore.Schema) string {
+	t.Helper()
+	migrations, err := schema.Migrations(chstore.SchemaFS())
+	require.NoError(t, err)
+	var all []string
+	for _, m := range migrations {
+		all = append(all, m.Statements...)
+	}
+	return strings.Join(all, ";\n")
+}
+
+func TestRenderSingleNode(t *testing.T) {
+	ddl := renderAll(t, chstore.Schema{Database: "flowtrace", TTL: 72 * time.Hour})
+	assert.NotContains(t, ddl, "ON CLUSTER")
+	assert.NotContains(t, ddl, "Replicated")
+	assert.NotContains(t, ddl, "Distributed")
+	assert.Contains(t, ddl, "CREATE TABLE IF NOT EXISTS `flowtrace`.`events`")
+	assert.Contains(t, ddl, "ENGINE = ReplacingMergeTree(version, deleted)")
+	assert.Contains(t, ddl, "SETTINGS non_replicated_deduplication_window = 1000")
+	assert.Contains(t, ddl, "TTL toDateTime(time) + INTERVAL 259200 SECOND")
+	assert.NotContains(t, ddl, "{{")
+}
+
+func TestRenderCluster(t *testing.T) {
+	ddl := renderAll(t, chstore.Schema{Database: "ft", Cluster: "prod", TTL: time.Hour})
+	for _, table := range []string{"events", "hops", "flows", "flow_keys", "edges_1m", "backlog"} {
+		assert.Contains(t, ddl, "CREATE TABLE IF NOT EXISTS `ft`.`"+table+"_local` ON CLUSTER `prod`", table)
+		assert.Contains(t, ddl, "CREATE TABLE IF NOT EXISTS `ft`.`"+table+"` ON CLUSTER `prod` AS `ft`.`"+table+"_local` ENGINE = Distributed(`prod`, `ft`, `"+table+"_local`", table)
+	}
+	assert.Contains(t, ddl, "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version, deleted)")
+	assert.Contains(t, ddl, "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')")
+	assert.Contains(t, ddl, "ENGINE = ReplicatedAggregatingMergeTree(")
+	// The view reads and writes the node's own tables.
+	assert.Contains(t, ddl, "TO `ft`.`edges_1m_local`")
+	assert.Contains(t, ddl, "FROM `ft`.`hops_local`")
+	assert.NotContains(t, ddl, "non_replicated_deduplication_window")
+}
+
+func TestSchemaValidate(t *testing.T) {
+	for _, tc := range []struct {
+		schema chstore.Schema
+		err    string
+	}{
+		{chstore.Schema{Database: "flowtrace"}, ""},
+		{chstore.Schema{Database: ""}, "database"},
+		{chstore.Schema{Database: "x`; DROP TABLE y"}, "database"},
+		{chstore.Schema{Database: "ok", Cluster: "no spaces"}, "cluster"},
+		{chstore.Schema{Database: "ok", TTL: -time.Hour}, "ttl"},
+	} {
+		err := tc.schema.Validate()
+		if tc.err == "" {
+			assert.NoError(t, err)
+		} else {
+			assert.ErrorContains(t, err, tc.err)
+		}
+	}
+}
