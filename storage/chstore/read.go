@@ -1,9 +1,9 @@
 package chstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
-	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
