@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 // ErrInUse is returned by Open while another embedded session is open: chDB
 // runs one session per process.
 var ErrInUse = errors.New("an embedded ClickHouse session is already open in this process")
+
+var errClosed = errors.New("embedded ClickHouse session closed")
 
 // LibraryPath is where libchdb.so was loaded from.
 func LibraryPath() string { return libchdb.Path }
@@ -42,6 +45,9 @@ type conn struct {
 	dir    string
 	chconn chdbpurego.ChdbConn
 	closed bool
+	// insertFile carries each INSERT's Native data: chDB takes statements as C
+	// strings, which cannot hold the NUL bytes of binary data.
+	insertFile string
 }
 
 var _ chstore.Conn = (*conn)(nil)
@@ -56,17 +62,19 @@ func Open(dir string) (chstore.Conn, error) {
 		return nil, fmt.Errorf("open %s: %w (%s)", dir, ErrInUse, openDir)
 	}
 	connString := ":memory:"
+	insertFile := filepath.Join(os.TempDir(), fmt.Sprintf("flowtrace-chdb-%d.native", os.Getpid()))
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("open %s: %w", dir, err)
 		}
 		connString = dir
+		insertFile = filepath.Join(dir, "insert.native")
 	}
 	chconn, err := chdbpurego.NewConnectionFromConnString(connString)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", connString, err)
 	}
-	c := &conn{dir: connString, chconn: chconn}
+	c := &conn{dir: connString, chconn: chconn, insertFile: insertFile}
 	// Times are read and written as UTC; JSON numbers stay numbers.
 	if err := c.Exec(context.Background(), "SET session_timezone = 'UTC', output_format_json_quote_64bit_integers = 0", nil); err != nil {
 		chconn.Close()
@@ -85,6 +93,45 @@ func (c *conn) Query(ctx context.Context, query string, params chstore.Params) (
 	return c.run(ctx, query, params, "JSONEachRow")
 }
 
+// Insert hands the block to chDB as a Native file, the fastest way in:
+// ClickHouse reads it column by column.
+func (c *conn) Insert(ctx context.Context, insert *chstore.Insert) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var statement strings.Builder
+	statement.WriteString("INSERT INTO ")
+	statement.WriteString(insert.Table)
+	statement.WriteString(" (")
+	statement.WriteString(insert.Block.Names())
+	statement.WriteString(") FROM INFILE '")
+	statement.WriteString(quoteLiteral(c.insertFile))
+	statement.WriteString("'")
+	for i, s := range insert.Settings {
+		if i == 0 {
+			statement.WriteString(" SETTINGS ")
+		} else {
+			statement.WriteString(", ")
+		}
+		statement.WriteString(s.Name)
+		statement.WriteString(" = '")
+		statement.WriteString(quoteLiteral(s.Value))
+		statement.WriteString("'")
+	}
+	statement.WriteString(" FORMAT Native")
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errClosed
+	}
+	if err := os.WriteFile(c.insertFile, insert.Native, 0o600); err != nil {
+		return fmt.Errorf("stage insert: %w", err)
+	}
+	_, err := c.query(statement.String(), "TabSeparated")
+	return err
+}
+
 func (c *conn) run(ctx context.Context, query string, params chstore.Params, format string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -92,7 +139,7 @@ func (c *conn) run(ctx context.Context, query string, params chstore.Params, for
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, errors.New("embedded ClickHouse session closed")
+		return nil, errClosed
 	}
 	if len(params) > 0 {
 		if _, err := c.query(setParams(params), format); err != nil {
@@ -131,6 +178,7 @@ func (c *conn) Close() error {
 	}
 	c.closed = true
 	c.chconn.Close()
+	_ = os.Remove(c.insertFile)
 	openMu.Lock()
 	openDir = ""
 	openMu.Unlock()

@@ -1,11 +1,9 @@
 package chstore
 
 import (
-	"cmp"
 	"context"
 	"encoding/base64"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,11 +53,7 @@ func (r *flowRow) flow() model.Flow {
 		DeadLetters:  r.DeadLetters,
 		CriticalPath: nilIfEmpty(r.CriticalPath),
 	}
-	for i := range r.KeyKinds {
-		if i < len(r.KeyValues) {
-			f.Keys = append(f.Keys, model.Key{Kind: r.KeyKinds[i], Value: r.KeyValues[i]})
-		}
-	}
+	f.Keys = joinKeys(r.KeyKinds, r.KeyValues)
 	return f
 }
 
@@ -121,29 +115,31 @@ func (r *hopRow) hop() model.Hop {
 }
 
 const eventSelect = "SELECT toUnixTimestamp64Nano(time) AS time_ns, kind, system, destination, partition, message_id, " +
-	"operation, attempt, service, consumer_group, trace_id, span_id, parent_span_id, links, keys, outcome, reason, " +
+	"operation, attempt, service, consumer_group, trace_id, span_id, parent_span_id, links, " +
+	"`keys.kind` AS key_kinds, `keys.value` AS key_values, outcome, reason, " +
 	"body_size, duration_ns"
 
 type eventRow struct {
-	Time          int64             `json:"time_ns"`
-	Kind          string            `json:"kind"`
-	System        string            `json:"system"`
-	Destination   string            `json:"destination"`
-	Partition     string            `json:"partition"`
-	MessageID     string            `json:"message_id"`
-	Operation     string            `json:"operation"`
-	Attempt       uint16            `json:"attempt"`
-	Service       string            `json:"service"`
-	ConsumerGroup string            `json:"consumer_group"`
-	TraceID       string            `json:"trace_id"`
-	SpanID        string            `json:"span_id"`
-	ParentSpanID  string            `json:"parent_span_id"`
-	Links         []string          `json:"links"`
-	Keys          map[string]string `json:"keys"`
-	Outcome       string            `json:"outcome"`
-	Reason        string            `json:"reason"`
-	BodySize      uint64            `json:"body_size"`
-	Duration      int64             `json:"duration_ns"`
+	Time          int64    `json:"time_ns"`
+	Kind          string   `json:"kind"`
+	System        string   `json:"system"`
+	Destination   string   `json:"destination"`
+	Partition     string   `json:"partition"`
+	MessageID     string   `json:"message_id"`
+	Operation     string   `json:"operation"`
+	Attempt       uint16   `json:"attempt"`
+	Service       string   `json:"service"`
+	ConsumerGroup string   `json:"consumer_group"`
+	TraceID       string   `json:"trace_id"`
+	SpanID        string   `json:"span_id"`
+	ParentSpanID  string   `json:"parent_span_id"`
+	Links         []string `json:"links"`
+	KeyKinds      []string `json:"key_kinds"`
+	KeyValues     []string `json:"key_values"`
+	Outcome       string   `json:"outcome"`
+	Reason        string   `json:"reason"`
+	BodySize      uint64   `json:"body_size"`
+	Duration      int64    `json:"duration_ns"`
 }
 
 func (r *eventRow) event() model.Event {
@@ -167,10 +163,7 @@ func (r *eventRow) event() model.Event {
 		BodySize:      r.BodySize,
 		Duration:      time.Duration(r.Duration),
 	}
-	for kind, value := range r.Keys {
-		e.Keys = append(e.Keys, model.Key{Kind: kind, Value: value})
-	}
-	sortKeys(e.Keys)
+	e.Keys = joinKeys(r.KeyKinds, r.KeyValues)
 	return e
 }
 
@@ -558,24 +551,6 @@ func toNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// escapeParam puts a String value in the escaped text form ClickHouse parses
-// query parameters in.
-func escapeParam(s string) string {
-	return string(appendEscaped(nil, s))
-}
-
-// arrayParam writes an Array(String) parameter value.
-func arrayParam(values []string) string {
-	buf := []byte{'['}
-	for i, v := range values {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = appendQuoted(buf, v)
-	}
-	return string(append(buf, ']'))
-}
-
 func encodeCursor(startNanos int64, id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(startNanos, 10) + ":" + id))
 }
@@ -596,9 +571,11 @@ func decodeCursor(cursor string) (int64, string, error) {
 	return start, id, nil
 }
 
-// sortKeys orders keys read from a map, so reads are deterministic.
-func sortKeys(keys []model.Key) {
-	slices.SortFunc(keys, func(a, b model.Key) int {
-		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Value, b.Value))
-	})
+// joinKeys is the inverse of splitKeys.
+func joinKeys(kinds, values []string) []model.Key {
+	var keys []model.Key
+	for i := range min(len(kinds), len(values)) {
+		keys = append(keys, model.Key{Kind: kinds[i], Value: values[i]})
+	}
+	return keys
 }

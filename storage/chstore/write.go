@@ -8,179 +8,335 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/storage"
 )
-
-// Column lists, in the order the encoders below write them.
-const (
-	eventColumns = "time, kind, system, destination, partition, message_id, operation, attempt, service, consumer_group, " +
-		"trace_id, span_id, parent_span_id, links, keys, outcome, reason, body_size, duration_ns"
-	hopColumns = "flow_id, hop_id, version, deleted, first_seen, parent_hop_id, system, producer, destination, consumer, " +
-		"consumer_group, operation, message_id, trace_id, publish_time, deliver_time, settle_time, queue_wait_ns, " +
-		"processing_ns, attempts, outcome, reason, counted"
-	flowColumns = "flow_id, version, deleted, first_seen, name, status, start_time, end_time, duration_ns, hop_count, " +
-		"retries, dead_letters, `keys.kind`, `keys.value`, critical_path"
-	flowKeyColumns = "key, kind, flow_id, first_seen"
-	backlogColumns = "time, system, broker, destination, consumer_group, depth, unacked, lag_messages, lag_seconds, " +
-		"consumers, publish_rate, deliver_rate"
-)
-
-// bytesPerRow is a first guess at a row's encoded size, to size buffers once.
-const bytesPerRow = 256
 
 func (s *store) WriteEvents(ctx context.Context, events []model.Event) error {
-	rows := rowBuffer{buf: make([]byte, 0, len(events)*bytesPerRow)}
-	var keyNames, keyValues []string
+	n := len(events)
+	var (
+		times         = make([]int64, n)
+		kinds         = make([]string, n)
+		systems       = make([]string, n)
+		destinations  = make([]string, n)
+		partitions    = make([]string, n)
+		messageIDs    = make([]string, n)
+		operations    = make([]string, n)
+		attempts      = make([]uint16, n)
+		services      = make([]string, n)
+		groups        = make([]string, n)
+		traceIDs      = make([]string, n)
+		spanIDs       = make([]string, n)
+		parentSpanIDs = make([]string, n)
+		links         = make([][]string, n)
+		keyKinds      = make([][]string, n)
+		keyValues     = make([][]string, n)
+		outcomes      = make([]string, n)
+		reasons       = make([]string, n)
+		bodySizes     = make([]uint64, n)
+		durations     = make([]int64, n)
+	)
 	for i := range events {
 		e := &events[i]
-		rows.timestamp(e.Time)
-		rows.str(string(e.Kind))
-		rows.str(e.System)
-		rows.str(e.Destination)
-		rows.str(e.Partition)
-		rows.str(e.MessageID)
-		rows.str(e.Operation)
-		rows.u64(uint64(e.Attempt))
-		rows.str(e.Service)
-		rows.str(e.ConsumerGroup)
-		rows.str(e.TraceID)
-		rows.str(e.SpanID)
-		rows.str(e.ParentSpanID)
-		rows.strArray(e.Links)
-		keyNames, keyValues = splitKeys(e.Keys, keyNames[:0], keyValues[:0])
-		rows.strMap(keyNames, keyValues)
-		rows.str(e.Outcome)
-		rows.str(e.Reason)
-		rows.u64(e.BodySize)
-		rows.i64(int64(e.Duration))
-		rows.endRow()
+		times[i] = nanos(e.Time)
+		kinds[i] = string(e.Kind)
+		systems[i] = e.System
+		destinations[i] = e.Destination
+		partitions[i] = e.Partition
+		messageIDs[i] = e.MessageID
+		operations[i] = e.Operation
+		attempts[i] = e.Attempt
+		services[i] = e.Service
+		groups[i] = e.ConsumerGroup
+		traceIDs[i] = e.TraceID
+		spanIDs[i] = e.SpanID
+		parentSpanIDs[i] = e.ParentSpanID
+		links[i] = e.Links
+		keyKinds[i], keyValues[i] = splitKeys(e.Keys)
+		outcomes[i] = e.Outcome
+		reasons[i] = e.Reason
+		bodySizes[i] = e.BodySize
+		durations[i] = int64(e.Duration)
 	}
-	return s.insert(ctx, "events", eventColumns, &rows)
+	return s.insert(ctx, "events", &Block{Rows: n, Columns: []Column{
+		{"time", typeTime, times},
+		{"kind", typeString, kinds},
+		{"system", typeString, systems},
+		{"destination", typeString, destinations},
+		{"partition", typeString, partitions},
+		{"message_id", typeString, messageIDs},
+		{"operation", typeString, operations},
+		{"attempt", typeUInt16, attempts},
+		{"service", typeString, services},
+		{"consumer_group", typeString, groups},
+		{"trace_id", typeString, traceIDs},
+		{"span_id", typeString, spanIDs},
+		{"parent_span_id", typeString, parentSpanIDs},
+		{"links", typeStringArray, links},
+		{"keys.kind", typeStringArray, keyKinds},
+		{"keys.value", typeStringArray, keyValues},
+		{"outcome", typeString, outcomes},
+		{"reason", typeString, reasons},
+		{"body_size", typeUInt64, bodySizes},
+		{"duration_ns", typeInt64, durations},
+	}})
 }
 
 func (s *store) WriteHops(ctx context.Context, hops []model.Hop) error {
-	rows := rowBuffer{buf: make([]byte, 0, len(hops)*bytesPerRow)}
+	n := len(hops)
+	var (
+		flowIDs      = make([]string, n)
+		hopIDs       = make([]string, n)
+		versions     = make([]uint64, n)
+		deleted      = make([]uint8, n)
+		firstSeen    = make([]int64, n)
+		parentHopIDs = make([]string, n)
+		systems      = make([]string, n)
+		producers    = make([]string, n)
+		destinations = make([]string, n)
+		consumers    = make([]string, n)
+		groups       = make([]string, n)
+		operations   = make([]string, n)
+		messageIDs   = make([]string, n)
+		traceIDs     = make([]string, n)
+		publishTimes = make([]int64, n)
+		deliverTimes = make([]int64, n)
+		settleTimes  = make([]int64, n)
+		queueWaits   = make([]int64, n)
+		processing   = make([]int64, n)
+		attempts     = make([]uint16, n)
+		outcomes     = make([]string, n)
+		reasons      = make([]string, n)
+		counted      = make([]uint8, n)
+	)
 	for i := range hops {
 		h := &hops[i]
-		rows.str(h.FlowID)
-		rows.str(h.HopID)
-		rows.u64(h.Version)
-		rows.boolean(h.Deleted)
-		rows.timestamp(h.FirstSeen)
-		rows.str(h.ParentHopID)
-		rows.str(h.System)
-		rows.str(h.Producer)
-		rows.str(h.Destination)
-		rows.str(h.Consumer)
-		rows.str(h.ConsumerGroup)
-		rows.str(h.Operation)
-		rows.str(h.MessageID)
-		rows.str(h.TraceID)
-		rows.timestamp(h.PublishTime)
-		rows.timestamp(h.DeliverTime)
-		rows.timestamp(h.SettleTime)
-		rows.i64(int64(h.QueueWait))
-		rows.i64(int64(h.Processing))
-		rows.u64(uint64(h.Attempts))
-		rows.str(string(h.Outcome))
-		rows.str(h.Reason)
-		rows.boolean(h.Counted)
-		rows.endRow()
+		flowIDs[i] = h.FlowID
+		hopIDs[i] = h.HopID
+		versions[i] = h.Version
+		deleted[i] = flag(h.Deleted)
+		firstSeen[i] = nanos(h.FirstSeen)
+		parentHopIDs[i] = h.ParentHopID
+		systems[i] = h.System
+		producers[i] = h.Producer
+		destinations[i] = h.Destination
+		consumers[i] = h.Consumer
+		groups[i] = h.ConsumerGroup
+		operations[i] = h.Operation
+		messageIDs[i] = h.MessageID
+		traceIDs[i] = h.TraceID
+		publishTimes[i] = nanos(h.PublishTime)
+		deliverTimes[i] = nanos(h.DeliverTime)
+		settleTimes[i] = nanos(h.SettleTime)
+		queueWaits[i] = int64(h.QueueWait)
+		processing[i] = int64(h.Processing)
+		attempts[i] = h.Attempts
+		outcomes[i] = string(h.Outcome)
+		reasons[i] = h.Reason
+		counted[i] = flag(h.Counted)
 	}
-	return s.insert(ctx, "hops", hopColumns, &rows)
+	return s.insert(ctx, "hops", &Block{Rows: n, Columns: []Column{
+		{"flow_id", typeString, flowIDs},
+		{"hop_id", typeString, hopIDs},
+		{"version", typeUInt64, versions},
+		{"deleted", typeUInt8, deleted},
+		{"first_seen", typeTime, firstSeen},
+		{"parent_hop_id", typeString, parentHopIDs},
+		{"system", typeString, systems},
+		{"producer", typeString, producers},
+		{"destination", typeString, destinations},
+		{"consumer", typeString, consumers},
+		{"consumer_group", typeString, groups},
+		{"operation", typeString, operations},
+		{"message_id", typeString, messageIDs},
+		{"trace_id", typeString, traceIDs},
+		{"publish_time", typeTime, publishTimes},
+		{"deliver_time", typeTime, deliverTimes},
+		{"settle_time", typeTime, settleTimes},
+		{"queue_wait_ns", typeInt64, queueWaits},
+		{"processing_ns", typeInt64, processing},
+		{"attempts", typeUInt16, attempts},
+		{"outcome", typeString, outcomes},
+		{"reason", typeString, reasons},
+		{"counted", typeUInt8, counted},
+	}})
 }
 
+// WriteFlows writes the flow rows and one flow_keys row per key of each live
+// flow.
 func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
-	rows := rowBuffer{buf: make([]byte, 0, len(flows)*bytesPerRow)}
-	keys := rowBuffer{}
-	var keyNames, keyValues []string
+	n := len(flows)
+	var (
+		ids          = make([]string, n)
+		versions     = make([]uint64, n)
+		deleted      = make([]uint8, n)
+		firstSeen    = make([]int64, n)
+		names        = make([]string, n)
+		statuses     = make([]string, n)
+		starts       = make([]int64, n)
+		ends         = make([]int64, n)
+		durations    = make([]int64, n)
+		hopCounts    = make([]uint32, n)
+		retries      = make([]uint32, n)
+		deadLetters  = make([]uint32, n)
+		keyKinds     = make([][]string, n)
+		keyValues    = make([][]string, n)
+		criticalPath = make([][]string, n)
+
+		keys, keyFlowKinds, keyFlowIDs []string
+		keyFirstSeen                   []int64
+	)
 	for i := range flows {
 		f := &flows[i]
-		rows.str(f.ID)
-		rows.u64(f.Version)
-		rows.boolean(f.Deleted)
-		rows.timestamp(f.FirstSeen)
-		rows.str(f.Name)
-		rows.str(string(f.Status))
-		rows.timestamp(f.Start)
-		rows.timestamp(f.End)
-		rows.i64(int64(f.Duration()))
-		rows.u64(uint64(f.HopCount))
-		rows.u64(uint64(f.Retries))
-		rows.u64(uint64(f.DeadLetters))
-		keyNames, keyValues = splitKeys(f.Keys, keyNames[:0], keyValues[:0])
-		rows.strArray(keyNames)
-		rows.strArray(keyValues)
-		rows.strArray(f.CriticalPath)
-		rows.endRow()
+		ids[i] = f.ID
+		versions[i] = f.Version
+		deleted[i] = flag(f.Deleted)
+		firstSeen[i] = nanos(f.FirstSeen)
+		names[i] = f.Name
+		statuses[i] = string(f.Status)
+		starts[i] = nanos(f.Start)
+		ends[i] = nanos(f.End)
+		durations[i] = int64(f.Duration())
+		hopCounts[i] = f.HopCount
+		retries[i] = f.Retries
+		deadLetters[i] = f.DeadLetters
+		keyKinds[i], keyValues[i] = splitKeys(f.Keys)
+		criticalPath[i] = f.CriticalPath
 		if f.Deleted {
 			continue
 		}
 		for _, k := range f.Keys {
-			keys.str(k.Value)
-			keys.str(k.Kind)
-			keys.str(f.ID)
-			keys.timestamp(f.FirstSeen)
-			keys.endRow()
+			keys = append(keys, k.Value)
+			keyFlowKinds = append(keyFlowKinds, k.Kind)
+			keyFlowIDs = append(keyFlowIDs, f.ID)
+			keyFirstSeen = append(keyFirstSeen, firstSeen[i])
 		}
 	}
-	if err := s.insert(ctx, "flows", flowColumns, &rows); err != nil {
+	err := s.insert(ctx, "flows", &Block{Rows: n, Columns: []Column{
+		{"flow_id", typeString, ids},
+		{"version", typeUInt64, versions},
+		{"deleted", typeUInt8, deleted},
+		{"first_seen", typeTime, firstSeen},
+		{"name", typeString, names},
+		{"status", typeString, statuses},
+		{"start_time", typeTime, starts},
+		{"end_time", typeTime, ends},
+		{"duration_ns", typeInt64, durations},
+		{"hop_count", typeUInt32, hopCounts},
+		{"retries", typeUInt32, retries},
+		{"dead_letters", typeUInt32, deadLetters},
+		{"keys.kind", typeStringArray, keyKinds},
+		{"keys.value", typeStringArray, keyValues},
+		{"critical_path", typeStringArray, criticalPath},
+	}})
+	if err != nil {
 		return err
 	}
-	return s.insert(ctx, "flow_keys", flowKeyColumns, &keys)
+	return s.insert(ctx, "flow_keys", &Block{Rows: len(keys), Columns: []Column{
+		{"key", typeString, keys},
+		{"kind", typeString, keyFlowKinds},
+		{"flow_id", typeString, keyFlowIDs},
+		{"first_seen", typeTime, keyFirstSeen},
+	}})
 }
 
 func (s *store) WriteBacklog(ctx context.Context, samples []model.BacklogSample) error {
-	rows := rowBuffer{buf: make([]byte, 0, len(samples)*bytesPerRow)}
+	n := len(samples)
+	var (
+		times        = make([]int64, n)
+		systems      = make([]string, n)
+		brokers      = make([]string, n)
+		destinations = make([]string, n)
+		groups       = make([]string, n)
+		depths       = make([]int64, n)
+		unacked      = make([]int64, n)
+		lagMessages  = make([]int64, n)
+		lagSeconds   = make([]float64, n)
+		consumers    = make([]int64, n)
+		publishRates = make([]float64, n)
+		deliverRates = make([]float64, n)
+	)
 	for i := range samples {
 		b := &samples[i]
-		rows.timestamp(b.Time)
-		rows.str(b.System)
-		rows.str(b.Broker)
-		rows.str(b.Destination)
-		rows.str(b.ConsumerGroup)
-		rows.i64(b.Depth)
-		rows.i64(b.Unacked)
-		rows.i64(b.LagMessages)
-		rows.f64(b.LagSeconds)
-		rows.i64(b.Consumers)
-		rows.f64(b.PublishRate)
-		rows.f64(b.DeliverRate)
-		rows.endRow()
+		times[i] = nanos(b.Time)
+		systems[i] = b.System
+		brokers[i] = b.Broker
+		destinations[i] = b.Destination
+		groups[i] = b.ConsumerGroup
+		depths[i] = b.Depth
+		unacked[i] = b.Unacked
+		lagMessages[i] = b.LagMessages
+		lagSeconds[i] = b.LagSeconds
+		consumers[i] = b.Consumers
+		publishRates[i] = b.PublishRate
+		deliverRates[i] = b.DeliverRate
 	}
-	return s.insert(ctx, "backlog", backlogColumns, &rows)
+	return s.insert(ctx, "backlog", &Block{Rows: n, Columns: []Column{
+		{"time", typeTime, times},
+		{"system", typeString, systems},
+		{"broker", typeString, brokers},
+		{"destination", typeString, destinations},
+		{"consumer_group", typeString, groups},
+		{"depth", typeInt64, depths},
+		{"unacked", typeInt64, unacked},
+		{"lag_messages", typeInt64, lagMessages},
+		{"lag_seconds", typeFloat64, lagSeconds},
+		{"consumers", typeInt64, consumers},
+		{"publish_rate", typeFloat64, publishRates},
+		{"deliver_rate", typeFloat64, deliverRates},
+	}})
 }
 
-// insert writes the encoded rows in one statement. The deduplication token is
-// a hash of the rows, so writing the same batch again is a no-op for as long
-// as the table remembers the token (the last 1000 inserts).
-func (s *store) insert(ctx context.Context, table, columns string, rows *rowBuffer) error {
-	if rows.rows == 0 {
+// insert writes a block in one INSERT. The deduplication token is a hash of
+// the block's content, so writing the same batch again is a no-op for as long
+// as the table remembers the token (its last 1000 inserts).
+func (s *store) insert(ctx context.Context, table string, block *Block) error {
+	if block.Rows == 0 {
 		return nil
 	}
-	token := table + "-" + strconv.Itoa(rows.rows) + "-" + strconv.FormatUint(xxhash.Sum64(rows.buf), 16)
-	// The materialized views fed by the table deduplicate too, or a replayed
-	// batch would count twice in them.
-	header := "INSERT INTO " + s.schema.name(table) + " (" + columns + ") SETTINGS insert_deduplication_token = '" + token +
-		"', deduplicate_blocks_in_dependent_materialized_views = 1"
+	native, err := block.AppendNative(make([]byte, 0, block.Rows*bytesPerRow))
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", table, err)
+	}
+	token := table + "-" + strconv.Itoa(block.Rows) + "-" + strconv.FormatUint(xxhash.Sum64(native), 16)
+	settings := []Setting{
+		{"insert_deduplication_token", token},
+		// The materialized views fed by the table deduplicate too, or a
+		// replayed batch would count twice in them.
+		{"deduplicate_blocks_in_dependent_materialized_views", "1"},
+	}
 	if s.schema.Cluster != "" {
 		// Insert synchronously so the token reaches the replicated tables.
-		header += ", distributed_foreground_insert = 1"
+		settings = append(settings, Setting{"distributed_foreground_insert", "1"})
 	}
-	statement := make([]byte, 0, len(header)+len(rows.buf)+32)
-	statement = append(statement, header...)
-	statement = append(statement, " FORMAT TabSeparated\n"...)
-	statement = append(statement, rows.buf...)
-	if err := s.exec(ctx, string(statement), nil); err != nil {
-		return fmt.Errorf("insert %d rows into %s: %w", rows.rows, table, err)
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	err = s.conn.Insert(ctx, &Insert{Table: s.schema.name(table), Block: block, Native: native, Settings: settings})
+	if err != nil {
+		return fmt.Errorf("insert %d rows into %s: %w", block.Rows, table, err)
 	}
 	return nil
 }
 
-// splitKeys appends the kinds and values of keys to the given slices.
-func splitKeys(keys []model.Key, kinds, values []string) ([]string, []string) {
-	for _, k := range keys {
-		kinds = append(kinds, k.Kind)
-		values = append(values, k.Value)
+// bytesPerRow is a first guess at a row's encoded size, to size buffers once.
+const bytesPerRow = 200
+
+func flag(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// splitKeys returns the kinds and values of keys as parallel slices.
+func splitKeys(keys []model.Key) (kinds, values []string) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	kinds = make([]string, len(keys))
+	values = make([]string, len(keys))
+	for i, k := range keys {
+		kinds[i], values[i] = k.Kind, k.Value
 	}
 	return kinds, values
 }

@@ -93,6 +93,41 @@ func (c *conn) Query(ctx context.Context, query string, params chstore.Params) (
 	return out, rows.Err()
 }
 
+// Insert sends the block's columns through clickhouse-go's batch API, which
+// speaks the native protocol's own block format.
+func (c *conn) Insert(ctx context.Context, insert *chstore.Insert) error {
+	settings := ch.Settings{}
+	for _, s := range insert.Settings {
+		settings[s.Name] = s.Value
+	}
+	ctx = ch.Context(ctx, ch.WithSettings(settings))
+	batch, err := c.pool.PrepareBatch(ctx, "INSERT INTO "+insert.Table+" ("+insert.Block.Names()+")")
+	if err != nil {
+		return err
+	}
+	defer batch.Abort()
+	for i, column := range insert.Block.Columns {
+		if err := batch.Column(i).Append(columnData(column)); err != nil {
+			return fmt.Errorf("column %s: %w", column.Name, err)
+		}
+	}
+	return batch.Send()
+}
+
+// columnData adapts a column to what clickhouse-go appends: it reads int64
+// DateTime64 values as milliseconds, so times go as time.Time.
+func columnData(column chstore.Column) any {
+	if !column.IsTime() {
+		return column.Data
+	}
+	nanos := column.Data.([]int64)
+	times := make([]time.Time, len(nanos))
+	for i, ns := range nanos {
+		times[i] = time.Unix(0, ns).UTC()
+	}
+	return times
+}
+
 func wrapJSONEachRow(query string) string {
 	return "SELECT formatRow('JSONEachRow', *) FROM (" + query + ")"
 }

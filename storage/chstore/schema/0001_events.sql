@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS {{table "events"}} {{onCluster}}
     span_id        String CODEC(ZSTD(1)),
     parent_span_id String CODEC(ZSTD(1)),
     links          Array(String) CODEC(ZSTD(1)),
-    keys           Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    keys           Nested(kind LowCardinality(String), value String),
     outcome        LowCardinality(String),
     reason         String CODEC(ZSTD(1)),
     body_size      UInt64,
