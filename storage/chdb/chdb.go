@@ -214,3 +214,19 @@ var literalEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
 func quoteLiteral(s string) string {
 	return literalEscaper.Replace(s)
 }
+
+// Version reports the ClickHouse version of the embedded engine, from a
+// short in-memory session. It fails while another session is open.
+func Version() (string, error) {
+	conn, err := Open("")
+	if err != nil {
+		return "", err
+	}
+	st, err := chstore.New(conn, chstore.Schema{Database: "default"})
+	if err != nil {
+		conn.Close()
+		return "", err
+	}
+	defer st.Close()
+	return st.EngineVersion(context.Background())
+}

@@ -96,3 +96,9 @@ func TestMissingLibrarySaysHowToGetIt(t *testing.T) {
 	assert.Contains(t, string(out), "npm pack @chdb/lib-linux-x64-gnu@26.5.3")
 	assert.NotContains(t, string(out), "panic")
 }
+
+func TestVersion(t *testing.T) {
+	version, err := Version()
+	require.NoError(t, err)
+	assert.Regexp(t, `^\d+\.\d+\.\d+`, version)
+}
