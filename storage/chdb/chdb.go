@@ -26,6 +26,9 @@ var ErrInUse = errors.New("an embedded ClickHouse session is already open in thi
 
 var errClosed = errors.New("embedded ClickHouse session closed")
 
+// LibraryVersion is the chDB release flowtrace is built and tested with.
+const LibraryVersion = libchdb.Version
+
 // LibraryPath is where libchdb.so was loaded from.
 func LibraryPath() string { return libchdb.Path }
 

@@ -49,13 +49,6 @@ func (s *store) Close() error {
 	return s.conn.Close()
 }
 
-func (s *store) exec(ctx context.Context, query string, params Params) error {
-	if s.closed.Load() {
-		return storage.ErrClosed
-	}
-	return s.conn.Exec(ctx, query, params)
-}
-
 func (s *store) query(ctx context.Context, query string, params Params) ([]byte, error) {
 	if s.closed.Load() {
 		return nil, storage.ErrClosed

@@ -1,0 +1,12 @@
+// Command flowtrace is an OpenTelemetry Collector distribution that stitches
+// asynchronous messages into end-to-end flows.
+package main
+
+import "os"
+
+func main() {
+	// cobra has already printed the error; only the exit code is left to set.
+	if err := newCommand().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
