@@ -98,13 +98,19 @@ func (s Schema) ttl(column string) string {
 	return fmt.Sprintf("TTL toDateTime(%s) + INTERVAL %d SECOND", column, seconds)
 }
 
-// settings turns on insert deduplication for non-replicated tables
-// (replicated tables deduplicate by default).
-func (s Schema) settings() string {
-	if s.Cluster != "" {
+// settings renders a table's SETTINGS clause: insert deduplication for
+// non-replicated tables (replicated tables deduplicate by default), then any
+// extra settings the table asks for.
+func (s Schema) settings(extra ...string) string {
+	var all []string
+	if s.Cluster == "" {
+		all = append(all, "non_replicated_deduplication_window = 1000")
+	}
+	all = append(all, extra...)
+	if len(all) == 0 {
 		return ""
 	}
-	return "SETTINGS non_replicated_deduplication_window = 1000"
+	return "SETTINGS " + strings.Join(all, ", ")
 }
 
 func (s Schema) distributed(table, shardingKey string) string {
