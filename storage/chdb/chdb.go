@@ -45,7 +45,6 @@ var (
 // parameters they use.
 type conn struct {
 	mu     sync.Mutex
-	dir    string
 	chconn chdbpurego.ChdbConn
 	closed bool
 	// insertFile carries each INSERT's Native data: chDB takes statements as C
@@ -77,7 +76,7 @@ func Open(dir string) (chstore.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", connString, err)
 	}
-	c := &conn{dir: connString, chconn: chconn, insertFile: insertFile}
+	c := &conn{chconn: chconn, insertFile: insertFile}
 	// Times are read and written as UTC; JSON numbers stay numbers.
 	if err := c.Exec(context.Background(), "SET session_timezone = 'UTC', output_format_json_quote_64bit_integers = 0", nil); err != nil {
 		chconn.Close()

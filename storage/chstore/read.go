@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -191,7 +192,7 @@ func (s *store) FindFlows(ctx context.Context, q storage.FlowQuery) (storage.Flo
 	if len(page.Flows) > limit {
 		page.Flows = page.Flows[:limit]
 		last := page.Flows[limit-1]
-		page.NextCursor = encodeCursor(toNanos(last.Start), last.ID)
+		page.NextCursor = encodeCursor(nanos(last.Start), last.ID)
 	}
 	return page, nil
 }
@@ -226,11 +227,11 @@ func (s *store) findFlowsQuery(q storage.FlowQuery) (string, Params, int, error)
 	}
 	if !q.From.IsZero() {
 		where = append(where, "start_time >= fromUnixTimestamp64Nano({from:Int64})")
-		params["from"] = strconv.FormatInt(q.From.UnixNano(), 10)
+		params["from"] = strconv.FormatInt(nanos(q.From), 10)
 	}
 	if !q.To.IsZero() {
 		where = append(where, "start_time < fromUnixTimestamp64Nano({to:Int64})")
-		params["to"] = strconv.FormatInt(q.To.UnixNano(), 10)
+		params["to"] = strconv.FormatInt(nanos(q.To), 10)
 	}
 	if q.MinDuration > 0 {
 		where = append(where, "duration_ns >= {min_duration:Int64}")
@@ -312,14 +313,15 @@ func (s *store) flowEvents(ctx context.Context, detail storage.FlowDetail) ([]mo
 	if len(messageIDs) == 0 {
 		return nil, nil
 	}
-	from, to := detail.Flow.Start, detail.Flow.End
-	if to.Before(from) {
-		to = from
+	from := max(nanos(detail.Flow.Start)-int64(eventSlack), 0)
+	to := int64(math.MaxInt64)
+	if !detail.Flow.End.IsZero() {
+		to = max(nanos(detail.Flow.End), nanos(detail.Flow.Start)) + int64(eventSlack)
 	}
 	params := Params{
 		"ids":   arrayParam(messageIDs),
-		"from":  strconv.FormatInt(from.Add(-eventSlack).UnixNano(), 10),
-		"to":    strconv.FormatInt(to.Add(eventSlack).UnixNano(), 10),
+		"from":  strconv.FormatInt(from, 10),
+		"to":    strconv.FormatInt(to, 10),
 		"limit": strconv.Itoa(maxFlowEvents),
 	}
 	query := eventSelect + " FROM " + s.schema.name("events") +
@@ -522,8 +524,8 @@ func timeRange(from, to time.Time) Params {
 		to = time.Now()
 	}
 	return Params{
-		"from": strconv.FormatInt(from.UnixNano(), 10),
-		"to":   strconv.FormatInt(to.UnixNano(), 10),
+		"from": strconv.FormatInt(nanos(from), 10),
+		"to":   strconv.FormatInt(nanos(to), 10),
 	}
 }
 
@@ -541,14 +543,6 @@ func nilIfEmpty(values []string) []string {
 		return nil
 	}
 	return values
-}
-
-// toNanos is the inverse of fromNanos.
-func toNanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
 }
 
 func encodeCursor(startNanos int64, id string) string {

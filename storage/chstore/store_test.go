@@ -276,3 +276,16 @@ func skipIndexGranules(t *testing.T, plan, index string) (selected, total int) {
 	require.NoError(t, err, plan)
 	return selected, total
 }
+
+func TestFlowWithUnknownTimesStillFindsItsEvents(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	require.NoError(t, st.WriteFlows(ctx, []model.Flow{{ID: "f", Version: 1, FirstSeen: t0, Status: model.FlowRunning}}))
+	require.NoError(t, st.WriteHops(ctx, []model.Hop{{FlowID: "f", HopID: "h", Version: 1, FirstSeen: t0, MessageID: "m"}}))
+	require.NoError(t, st.WriteEvents(ctx, []model.Event{{Time: t0, Kind: model.EventDeliver, MessageID: "m"}}))
+	got, err := st.GetFlow(ctx, "f")
+	require.NoError(t, err)
+	assert.True(t, got.Flow.Start.IsZero())
+	require.Len(t, got.Events, 1)
+	assert.Equal(t, t0, got.Events[0].Time)
+}
