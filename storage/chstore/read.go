@@ -1,8 +1,10 @@
 package chstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -173,25 +175,14 @@ func (s *store) FindFlows(ctx context.Context, q storage.FlowQuery) (storage.Flo
 	if err != nil {
 		return storage.FlowPage{}, err
 	}
-	out, err := s.query(ctx, query, params)
+	flows, err := selectRows(ctx, s, query, params, (*flowRow).flow)
 	if err != nil {
 		return storage.FlowPage{}, fmt.Errorf("find flows: %w", err)
 	}
-	var page storage.FlowPage
-	err = eachRow(out, func(dec func(any) error) error {
-		var row flowRow
-		if err := dec(&row); err != nil {
-			return err
-		}
-		page.Flows = append(page.Flows, row.flow())
-		return nil
-	})
-	if err != nil {
-		return storage.FlowPage{}, fmt.Errorf("find flows: %w", err)
-	}
-	if len(page.Flows) > limit {
-		page.Flows = page.Flows[:limit]
-		last := page.Flows[limit-1]
+	page := storage.FlowPage{Flows: flows}
+	if len(flows) > limit {
+		page.Flows = flows[:limit]
+		last := flows[limit-1]
 		page.NextCursor = encodeCursor(nanos(last.Start), last.ID)
 	}
 	return page, nil
@@ -256,47 +247,22 @@ func (s *store) findFlowsQuery(q storage.FlowQuery) (string, Params, int, error)
 
 func (s *store) GetFlow(ctx context.Context, id string) (storage.FlowDetail, error) {
 	params := Params{"id": escapeParam(id)}
-	out, err := s.query(ctx, flowSelect+" FROM "+s.schema.name("flows")+" FINAL WHERE flow_id = {id:String}", params)
+	flows, err := selectRows(ctx, s, flowSelect+" FROM "+s.schema.name("flows")+" FINAL WHERE flow_id = {id:String}", params, (*flowRow).flow)
 	if err != nil {
 		return storage.FlowDetail{}, fmt.Errorf("get flow: %w", err)
 	}
-	var detail storage.FlowDetail
-	found := false
-	err = eachRow(out, func(dec func(any) error) error {
-		var row flowRow
-		found = true
-		if err := dec(&row); err != nil {
-			return err
-		}
-		detail.Flow = row.flow()
-		return nil
-	})
-	if err != nil {
-		return storage.FlowDetail{}, fmt.Errorf("get flow: %w", err)
-	}
-	if !found {
+	if len(flows) == 0 {
 		return storage.FlowDetail{}, fmt.Errorf("flow %q: %w", id, storage.ErrNotFound)
 	}
-
-	out, err = s.query(ctx, hopSelect+" FROM "+s.schema.name("hops")+" FINAL WHERE flow_id = {id:String} ORDER BY publish_time, deliver_time, hop_id", params)
+	detail := storage.FlowDetail{Flow: flows[0]}
+	detail.Hops, err = selectRows(ctx, s, hopSelect+" FROM "+s.schema.name("hops")+
+		" FINAL WHERE flow_id = {id:String} ORDER BY publish_time, deliver_time, hop_id", params, (*hopRow).hop)
 	if err != nil {
 		return storage.FlowDetail{}, fmt.Errorf("get flow hops: %w", err)
 	}
-	err = eachRow(out, func(dec func(any) error) error {
-		var row hopRow
-		if err := dec(&row); err != nil {
-			return err
-		}
-		detail.Hops = append(detail.Hops, row.hop())
-		return nil
-	})
-	if err != nil {
-		return storage.FlowDetail{}, fmt.Errorf("get flow hops: %w", err)
-	}
-
 	detail.Events, err = s.flowEvents(ctx, detail)
 	if err != nil {
-		return storage.FlowDetail{}, err
+		return storage.FlowDetail{}, fmt.Errorf("get flow events: %w", err)
 	}
 	return detail, nil
 }
@@ -328,23 +294,7 @@ func (s *store) flowEvents(ctx context.Context, detail storage.FlowDetail) ([]mo
 		" WHERE message_id IN {ids:Array(String)}" +
 		" AND time >= fromUnixTimestamp64Nano({from:Int64}) AND time <= fromUnixTimestamp64Nano({to:Int64})" +
 		" ORDER BY time, kind LIMIT {limit:UInt32}"
-	out, err := s.query(ctx, query, params)
-	if err != nil {
-		return nil, fmt.Errorf("get flow events: %w", err)
-	}
-	var events []model.Event
-	err = eachRow(out, func(dec func(any) error) error {
-		var row eventRow
-		if err := dec(&row); err != nil {
-			return err
-		}
-		events = append(events, row.event())
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("get flow events: %w", err)
-	}
-	return events, nil
+	return selectRows(ctx, s, query, params, (*eventRow).event)
 }
 
 func (s *store) FlowIDsByKey(ctx context.Context, key string, limit int) ([]string, error) {
@@ -352,22 +302,14 @@ func (s *store) FlowIDsByKey(ctx context.Context, key string, limit int) ([]stri
 		limit = storage.MaxLimit
 	}
 	query := "SELECT DISTINCT flow_id FROM " + s.schema.name("flow_keys") + " WHERE key = {key:String} ORDER BY flow_id LIMIT {limit:UInt32}"
-	out, err := s.query(ctx, query, Params{"key": escapeParam(key), "limit": strconv.Itoa(limit)})
+	type idRow struct {
+		ID string `json:"flow_id"`
+	}
+	ids, err := selectRows(ctx, s, query, Params{"key": escapeParam(key), "limit": strconv.Itoa(limit)}, func(r *idRow) string { return r.ID })
 	if err != nil {
 		return nil, fmt.Errorf("flows by key: %w", err)
 	}
-	var ids []string
-	err = eachRow(out, func(dec func(any) error) error {
-		var row struct {
-			ID string `json:"flow_id"`
-		}
-		if err := dec(&row); err != nil {
-			return err
-		}
-		ids = append(ids, row.ID)
-		return nil
-	})
-	return ids, err
+	return ids, nil
 }
 
 const edgeStatsSelect = "system, producer, destination, consumer, sum(hops) AS count, sum(retries) AS retries, " +
@@ -415,19 +357,7 @@ func (s *store) Topology(ctx context.Context, from, to time.Time) ([]model.EdgeS
 	query := "SELECT " + edgeStatsSelect + " FROM " + s.schema.name("edges_1m") +
 		" WHERE minute >= toStartOfMinute(fromUnixTimestamp64Nano({from:Int64})) AND minute < fromUnixTimestamp64Nano({to:Int64})" +
 		" GROUP BY system, producer, destination, consumer ORDER BY system, producer, destination, consumer"
-	out, err := s.query(ctx, query, timeRange(from, to))
-	if err != nil {
-		return nil, fmt.Errorf("topology: %w", err)
-	}
-	var edges []model.EdgeStats
-	err = eachRow(out, func(dec func(any) error) error {
-		var row edgeRow
-		if err := dec(&row); err != nil {
-			return err
-		}
-		edges = append(edges, row.stats())
-		return nil
-	})
+	edges, err := selectRows(ctx, s, query, timeRange(from, to), (*edgeRow).stats)
 	if err != nil {
 		return nil, fmt.Errorf("topology: %w", err)
 	}
@@ -450,18 +380,8 @@ func (s *store) EdgeSeries(ctx context.Context, q storage.SeriesQuery) ([]model.
 		" WHERE system = {system:String} AND producer = {producer:String} AND destination = {destination:String} AND consumer = {consumer:String}" +
 		" AND minute >= toStartOfMinute(fromUnixTimestamp64Nano({from:Int64})) AND minute < fromUnixTimestamp64Nano({to:Int64})" +
 		" GROUP BY time_ns, system, producer, destination, consumer ORDER BY time_ns"
-	out, err := s.query(ctx, query, params)
-	if err != nil {
-		return nil, fmt.Errorf("edge series: %w", err)
-	}
-	var points []model.EdgePoint
-	err = eachRow(out, func(dec func(any) error) error {
-		var row edgeRow
-		if err := dec(&row); err != nil {
-			return err
-		}
-		points = append(points, model.EdgePoint{Time: fromNanos(row.Time), EdgeStats: row.stats()})
-		return nil
+	points, err := selectRows(ctx, s, query, params, func(r *edgeRow) model.EdgePoint {
+		return model.EdgePoint{Time: fromNanos(r.Time), EdgeStats: r.stats()}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("edge series: %w", err)
@@ -484,39 +404,54 @@ type backlogRow struct {
 	DeliverRate   float64 `json:"deliver_rate"`
 }
 
+func (r *backlogRow) sample() model.BacklogSample {
+	return model.BacklogSample{
+		Time: fromNanos(r.Time), System: r.System, Broker: r.Broker, Destination: r.Destination,
+		ConsumerGroup: r.ConsumerGroup, Depth: r.Depth, Unacked: r.Unacked, LagMessages: r.LagMessages,
+		LagSeconds: r.LagSeconds, Consumers: r.Consumers, PublishRate: r.PublishRate, DeliverRate: r.DeliverRate,
+	}
+}
+
 func (s *store) BacklogSeries(ctx context.Context, q storage.BacklogQuery) ([]model.BacklogSample, error) {
 	params := timeRange(q.From, q.To)
 	where := []string{"time >= fromUnixTimestamp64Nano({from:Int64})", "time < fromUnixTimestamp64Nano({to:Int64})"}
-	for column, value := range map[string]string{"system": q.System, "destination": q.Destination, "consumer_group": q.ConsumerGroup} {
-		if value != "" {
-			where = append(where, column+" = {"+column+":String}")
-			params[column] = escapeParam(value)
+	for _, filter := range []struct{ column, value string }{
+		{"system", q.System}, {"destination", q.Destination}, {"consumer_group", q.ConsumerGroup},
+	} {
+		if filter.value != "" {
+			where = append(where, filter.column+" = {"+filter.column+":String}")
+			params[filter.column] = escapeParam(filter.value)
 		}
 	}
 	query := "SELECT toUnixTimestamp64Nano(time) AS time_ns, system, broker, destination, consumer_group, depth, unacked, " +
 		"lag_messages, lag_seconds, consumers, publish_rate, deliver_rate FROM " + s.schema.name("backlog") +
 		" WHERE " + strings.Join(where, " AND ") + " ORDER BY system, destination, consumer_group, time LIMIT 100000"
-	out, err := s.query(ctx, query, params)
-	if err != nil {
-		return nil, fmt.Errorf("backlog series: %w", err)
-	}
-	var samples []model.BacklogSample
-	err = eachRow(out, func(dec func(any) error) error {
-		var row backlogRow
-		if err := dec(&row); err != nil {
-			return err
-		}
-		samples = append(samples, model.BacklogSample{
-			Time: fromNanos(row.Time), System: row.System, Broker: row.Broker, Destination: row.Destination,
-			ConsumerGroup: row.ConsumerGroup, Depth: row.Depth, Unacked: row.Unacked, LagMessages: row.LagMessages,
-			LagSeconds: row.LagSeconds, Consumers: row.Consumers, PublishRate: row.PublishRate, DeliverRate: row.DeliverRate,
-		})
-		return nil
-	})
+	samples, err := selectRows(ctx, s, query, params, (*backlogRow).sample)
 	if err != nil {
 		return nil, fmt.Errorf("backlog series: %w", err)
 	}
 	return samples, nil
+}
+
+// selectRows runs a query and converts each of its rows (a JSONEachRow line,
+// decoded into a Row) with convert.
+func selectRows[Row, Out any](ctx context.Context, s *store, query string, params Params, convert func(*Row) Out) ([]Out, error) {
+	out, err := s.query(ctx, query, params)
+	if err != nil {
+		return nil, err
+	}
+	var results []Out
+	for line := range bytes.Lines(out) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var row Row
+		if err := json.Unmarshal(line, &row); err != nil {
+			return nil, fmt.Errorf("decode row: %w", err)
+		}
+		results = append(results, convert(&row))
+	}
+	return results, nil
 }
 
 func timeRange(from, to time.Time) Params {

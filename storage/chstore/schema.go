@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"embed"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -210,76 +210,41 @@ func splitStatements(sql string) []string {
 }
 
 // migrate creates the database and applies the migrations not yet recorded.
-func migrate(ctx context.Context, conn Conn, s Schema, src fs.FS) error {
-	migrations, err := s.Migrations(src)
+func (s *store) migrate(ctx context.Context) error {
+	migrations, err := s.schema.Migrations(s.src)
 	if err != nil {
 		return err
 	}
 	bootstrap := []string{
-		fmt.Sprintf("CREATE DATABASE IF NOT EXISTS `%s` %s", s.Database, s.onCluster()),
+		fmt.Sprintf("CREATE DATABASE IF NOT EXISTS `%s` %s", s.schema.Database, s.schema.onCluster()),
 		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s %s (version UInt32, name String, applied_at DateTime('UTC')) ENGINE = %s ORDER BY version",
-			s.local(migrationsTable), s.onCluster(), s.engine("ReplacingMergeTree")),
+			s.schema.local(migrationsTable), s.schema.onCluster(), s.schema.engine("ReplacingMergeTree")),
 	}
 	for _, stmt := range bootstrap {
-		if err := conn.Exec(ctx, stmt, nil); err != nil {
+		if err := s.conn.Exec(ctx, stmt, nil); err != nil {
 			return fmt.Errorf("create migrations table: %w", err)
 		}
 	}
-	applied, err := appliedMigrations(ctx, conn, s)
+	type versionRow struct {
+		Version int `json:"version"`
+	}
+	applied, err := selectRows(ctx, s, "SELECT DISTINCT version FROM "+s.schema.local(migrationsTable), nil,
+		func(r *versionRow) int { return r.Version })
 	if err != nil {
-		return err
+		return fmt.Errorf("read applied migrations: %w", err)
 	}
 	for _, m := range migrations {
-		if applied[m.Version] {
+		if slices.Contains(applied, m.Version) {
 			continue
 		}
 		for _, stmt := range m.Statements {
-			if err := conn.Exec(ctx, stmt, nil); err != nil {
+			if err := s.conn.Exec(ctx, stmt, nil); err != nil {
 				return fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
 			}
 		}
-		record := fmt.Sprintf("INSERT INTO %s (version, name, applied_at) VALUES ({version:UInt32}, {name:String}, now())", s.local(migrationsTable))
-		if err := conn.Exec(ctx, record, Params{"version": strconv.Itoa(m.Version), "name": m.Name}); err != nil {
+		record := fmt.Sprintf("INSERT INTO %s (version, name, applied_at) VALUES ({version:UInt32}, {name:String}, now())", s.schema.local(migrationsTable))
+		if err := s.conn.Exec(ctx, record, Params{"version": strconv.Itoa(m.Version), "name": escapeParam(m.Name)}); err != nil {
 			return fmt.Errorf("record migration %04d_%s: %w", m.Version, m.Name, err)
-		}
-	}
-	return nil
-}
-
-func appliedMigrations(ctx context.Context, conn Conn, s Schema) (map[int]bool, error) {
-	out, err := conn.Query(ctx, "SELECT DISTINCT version FROM "+s.local(migrationsTable), nil)
-	if err != nil {
-		return nil, fmt.Errorf("read applied migrations: %w", err)
-	}
-	applied := map[int]bool{}
-	err = eachRow(out, func(dec func(any) error) error {
-		var row struct {
-			Version int `json:"version"`
-		}
-		if err := dec(&row); err != nil {
-			return err
-		}
-		applied[row.Version] = true
-		return nil
-	})
-	return applied, err
-}
-
-// eachRow calls fn for each JSONEachRow line of out; fn decodes the line into
-// a value of its choosing.
-func eachRow(out []byte, fn func(decode func(any) error) error) error {
-	for len(out) > 0 {
-		line := out
-		if i := bytes.IndexByte(out, '\n'); i >= 0 {
-			line, out = out[:i], out[i+1:]
-		} else {
-			out = nil
-		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		if err := fn(func(v any) error { return json.Unmarshal(line, v) }); err != nil {
-			return fmt.Errorf("decode row: %w", err)
 		}
 	}
 	return nil

@@ -36,7 +36,7 @@ func (s *store) Migrate(ctx context.Context) error {
 	if s.closed.Load() {
 		return storage.ErrClosed
 	}
-	if err := migrate(ctx, s.conn, s.schema, s.src); err != nil {
+	if err := s.migrate(ctx); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
@@ -57,18 +57,15 @@ func (s *store) query(ctx context.Context, query string, params Params) ([]byte,
 }
 
 func (s *store) EngineVersion(ctx context.Context) (string, error) {
-	out, err := s.query(ctx, "SELECT version() AS version", nil)
+	type versionRow struct {
+		Version string `json:"version"`
+	}
+	versions, err := selectRows(ctx, s, "SELECT version() AS version", nil, func(r *versionRow) string { return r.Version })
 	if err != nil {
 		return "", fmt.Errorf("engine version: %w", err)
 	}
-	var version string
-	err = eachRow(out, func(dec func(any) error) error {
-		var row struct {
-			Version string `json:"version"`
-		}
-		err := dec(&row)
-		version = row.Version
-		return err
-	})
-	return version, err
+	if len(versions) != 1 {
+		return "", fmt.Errorf("engine version: %d rows", len(versions))
+	}
+	return versions[0], nil
 }
