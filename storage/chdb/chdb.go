@@ -32,7 +32,7 @@ const LibraryVersion = libchdb.Version
 // LibraryPath is where libchdb.so was loaded from.
 func LibraryPath() string { return libchdb.Path }
 
-// open is set while a session is open; chDB allows one per process.
+// openDir names the open session, if any: chDB allows one per process.
 var (
 	openMu  sync.Mutex
 	openDir string
