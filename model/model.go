@@ -6,7 +6,10 @@
 // them, storage persists them, the web API serves them.
 package model
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // EventKind says what an Event observed about a message.
 type EventKind string
@@ -30,6 +33,24 @@ type Key struct {
 	Value string
 }
 
+// SpanRef names a span: hex trace and span ids.
+type SpanRef struct {
+	TraceID string
+	SpanID  string
+}
+
+// String is the ref as "<trace id>-<span id>".
+func (r SpanRef) String() string { return r.TraceID + "-" + r.SpanID }
+
+// ParseSpanRef is the inverse of SpanRef.String.
+func ParseSpanRef(s string) (SpanRef, bool) {
+	traceID, spanID, ok := strings.Cut(s, "-")
+	if !ok || traceID == "" || spanID == "" {
+		return SpanRef{}, false
+	}
+	return SpanRef{TraceID: traceID, SpanID: spanID}, true
+}
+
 // Event is one observation about one message.
 type Event struct {
 	Time          time.Time
@@ -45,12 +66,17 @@ type Event struct {
 	TraceID       string // hex
 	SpanID        string // hex
 	ParentSpanID  string // hex
-	Links         []string
-	Keys          []Key
-	Outcome       string // for settle events: ack, nack, reject, term; for others empty
-	Reason        string // dead-letter reason or error text
-	BodySize      uint64
-	Duration      time.Duration // processing time, for process events
+	// Links are the creation contexts the span links to (span links and
+	// Jaeger FOLLOWS_FROM references).
+	Links    []SpanRef
+	Keys     []Key
+	Outcome  string // for settle events: ack, nack, reject, term; for others empty
+	Reason   string // dead-letter reason or error text
+	BodySize uint64
+	Duration time.Duration // processing time, for process events
+	// FlowName names the flow the event belongs to, where a configured rule
+	// matched one of the span's attributes; empty otherwise.
+	FlowName string
 }
 
 // HopOutcome is where a hop stands.

@@ -160,7 +160,7 @@ func (r *eventRow) event() model.Event {
 		TraceID:       r.TraceID,
 		SpanID:        r.SpanID,
 		ParentSpanID:  r.ParentSpanID,
-		Links:         nilIfEmpty(r.Links),
+		Links:         parseLinks(r.Links),
 		Outcome:       r.Outcome,
 		Reason:        r.Reason,
 		BodySize:      r.BodySize,
@@ -470,6 +470,17 @@ func fromNanos(ns int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, ns).UTC()
+}
+
+// parseLinks is the inverse of linkStrings; a malformed link is dropped.
+func parseLinks(values []string) []model.SpanRef {
+	var links []model.SpanRef
+	for _, v := range values {
+		if ref, ok := model.ParseSpanRef(v); ok {
+			links = append(links, ref)
+		}
+	}
+	return links
 }
 
 // nilIfEmpty makes an empty array read back as it was written: nil.

@@ -51,7 +51,7 @@ func sampleFlow() (model.Flow, []model.Hop, []model.Event) {
 		{
 			Time: t0, Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "m-1",
 			Operation: "charge", Attempt: 1, Service: "api", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
-			SpanID: "00f067aa0ba902b7", Links: []string{"x " + awkward}, BodySize: 512,
+			SpanID: "00f067aa0ba902b7", Links: []model.SpanRef{{TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", SpanID: "b7ad6b7169203331"}}, BodySize: 512,
 			Keys: []model.Key{{Kind: "order_id", Value: "A-1 " + awkward}, {Kind: "tenant", Value: "t1"}},
 		},
 		{

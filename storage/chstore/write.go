@@ -50,7 +50,7 @@ func (s *store) WriteEvents(ctx context.Context, events []model.Event) error {
 		traceIDs[i] = e.TraceID
 		spanIDs[i] = e.SpanID
 		parentSpanIDs[i] = e.ParentSpanID
-		links[i] = e.Links
+		links[i] = linkStrings(e.Links)
 		keyKinds[i], keyValues[i] = splitKeys(e.Keys)
 		outcomes[i] = e.Outcome
 		reasons[i] = e.Reason
@@ -326,6 +326,18 @@ func flag(b bool) uint8 {
 		return 1
 	}
 	return 0
+}
+
+// linkStrings writes span refs as "<trace id>-<span id>".
+func linkStrings(links []model.SpanRef) []string {
+	if len(links) == 0 {
+		return nil
+	}
+	out := make([]string, len(links))
+	for i, l := range links {
+		out[i] = l.String()
+	}
+	return out
 }
 
 // splitKeys returns the kinds and values of keys as parallel slices.
