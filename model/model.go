@@ -88,6 +88,7 @@ const (
 	HopRetried      HopOutcome = "retried"
 	HopDeadLettered HopOutcome = "dead_lettered"
 	HopExpired      HopOutcome = "expired"
+	HopRejected     HopOutcome = "rejected" // rejected or terminated without a dead-letter destination
 	HopInFlight     HopOutcome = "in_flight"
 	HopStuck        HopOutcome = "stuck"
 	HopEvicted      HopOutcome = "evicted"
