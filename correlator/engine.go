@@ -1,0 +1,645 @@
+package correlator
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/flowtrace/flowtrace/model"
+)
+
+// Changes are the new versions of hops and flows since the last Flush.
+// A row with Deleted set retires an id that no longer stands (a flow merged
+// into another, a message whose identity became known).
+type Changes struct {
+	Hops  []model.Hop
+	Flows []model.Flow
+	// Finished indexes the Flows that finished for the first time.
+	Finished []int
+}
+
+// Stats are the engine's counters and gauges.
+type Stats struct {
+	EventsAdded   uint64 // events folded in
+	EventsIgnored uint64 // events with an unknown kind or no identity
+	FlowsReopened uint64 // finished flows that a late event reopened
+	FlowsReleased uint64 // finished flows forgotten after retain
+	// Evicted counts in-flight flows forced out, by the limit that did it.
+	EvictedByHops  uint64
+	EvictedByFlows uint64
+	InFlightHops   int // hops held, finished flows' included
+	InFlightFlows  int // flows held, finished ones included
+	StuckFlows     int // quiet flows with stuck hops
+}
+
+// Engine correlates events into hops and flows. It is not safe for
+// concurrent use: one goroutine owns it and all of its state.
+type Engine struct {
+	cfg        Config
+	retry      []destinationPattern
+	deadLetter []destinationPattern
+
+	syms    symbols
+	aliases map[string]*message // identity → a member of the message's set
+	keys    map[string]*flow    // flow key → a member of the flow's set
+	// waiting maps the alias of a publishing span's parent, not yet seen, to
+	// the published message: when the parent shows up, the message's parent
+	// hop is known and its rows are rewritten.
+	waiting map[string]*message
+	lists   [flowReleased]flowList
+
+	dirty   []*flow
+	out     Changes
+	now     int64  // processing time, ns, never decreasing
+	version uint64 // last version handed out
+
+	hops  int // hops held
+	flows int // flows held
+	stale int // map entries pointing at released flows, swept when many
+	stats Stats
+
+	aliasScratch []string
+	rootScratch  []*message
+}
+
+// New returns an Engine, or the configuration's error.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg:     cfg.withDefaults(),
+		syms:    newSymbols(),
+		aliases: make(map[string]*message),
+		keys:    make(map[string]*flow),
+		waiting: make(map[string]*message),
+	}
+	for _, p := range cfg.RetryDestinations {
+		compiled, _ := compilePattern(p, true)
+		e.retry = append(e.retry, compiled)
+	}
+	for _, p := range cfg.DeadLetterDestinations {
+		compiled, _ := compilePattern(p, false)
+		e.deadLetter = append(e.deadLetter, compiled)
+	}
+	return e, nil
+}
+
+// Stats returns the engine's counters and gauges.
+func (e *Engine) Stats() Stats {
+	s := e.stats
+	s.InFlightHops, s.InFlightFlows = e.hops, e.flows
+	return s
+}
+
+func (e *Engine) setNow(now time.Time) {
+	e.now = max(e.now, now.UnixNano())
+}
+
+func (e *Engine) nextVersion() uint64 {
+	e.version = max(e.version+1, uint64(max(e.now, 0)))
+	return e.version
+}
+
+// Add folds one event in, at processing time now.
+func (e *Engine) Add(now time.Time, ev *model.Event) {
+	e.setNow(now)
+	kind, dest, attempt := e.normalize(ev)
+	if kind == "" {
+		e.stats.EventsIgnored++
+		return
+	}
+	consumerSide := kind != model.EventPublish && kind != model.EventCallbackRequest
+	if consumerSide && ev.MessageID == "" && len(ev.Links) > 1 {
+		// A batch: the event happened to each linked message on its own.
+		for _, link := range ev.Links {
+			e.aliasScratch = append(e.aliasScratch[:0], refAlias(link.TraceID, link.SpanID))
+			e.addTo(ev, kind, dest, attempt, e.aliasScratch, link.TraceID+"-"+link.SpanID)
+		}
+		return
+	}
+	aliases, minRef := e.identity(ev, consumerSide)
+	if len(aliases) == 0 {
+		e.stats.EventsIgnored++
+		return
+	}
+	e.addTo(ev, kind, dest, attempt, aliases, minRef)
+}
+
+func (e *Engine) addTo(ev *model.Event, kind model.EventKind, dest string, attempt uint16, aliases []string, minRef string) {
+	e.stats.EventsAdded++
+	m := e.resolve(aliases)
+	m.setIdentity(ev.MessageID, minRef, e.syms.intern(ev.System))
+	e.observe(m, ev, kind, dest, attempt)
+	e.joinFlow(m, ev)
+}
+
+// normalize applies the retry and dead-letter destination patterns and
+// rejects unknown kinds (returned as "").
+func (e *Engine) normalize(ev *model.Event) (model.EventKind, string, uint16) {
+	kind, dest, attempt := ev.Kind, ev.Destination, ev.Attempt
+	switch kind {
+	case model.EventPublish, model.EventDeliver, model.EventProcess, model.EventSettle, model.EventDeadLetter,
+		model.EventExpire, model.EventCallbackRequest, model.EventCallbackReceive:
+	default:
+		return "", "", 0
+	}
+	for _, p := range e.retry {
+		if base, retry, ok := p.match(dest); ok {
+			dest, attempt = base, max(attempt, uint16(min(retry+1, 1<<16-1)))
+			break
+		}
+	}
+	if kind == model.EventPublish {
+		for _, p := range e.deadLetter {
+			if base, _, ok := p.match(dest); ok {
+				kind, dest = model.EventDeadLetter, base
+				break
+			}
+		}
+	}
+	return kind, dest, attempt
+}
+
+// identity lists the alias keys an event joins its message by (README,
+// "Messages"), and the smallest span reference among them.
+func (e *Engine) identity(ev *model.Event, consumerSide bool) ([]string, string) {
+	aliases := e.aliasScratch[:0]
+	minRef := ""
+	addRef := func(traceID, spanID string) {
+		if traceID == "" || spanID == "" {
+			return
+		}
+		aliases = append(aliases, refAlias(traceID, spanID))
+		if ref := traceID + "-" + spanID; minRef == "" || ref < minRef {
+			minRef = ref
+		}
+	}
+	if ev.MessageID != "" {
+		aliases = append(aliases, "m"+ev.System+"\x00"+ev.MessageID)
+	}
+	addRef(ev.TraceID, ev.SpanID)
+	if consumerSide {
+		for _, link := range ev.Links {
+			addRef(link.TraceID, link.SpanID)
+		}
+		if ev.MessageID == "" && len(ev.Links) == 0 {
+			addRef(ev.TraceID, ev.ParentSpanID)
+		}
+	}
+	e.aliasScratch = aliases
+	return aliases, minRef
+}
+
+func refAlias(traceID, spanID string) string {
+	return "s" + traceID + "-" + spanID
+}
+
+// resolve finds the message the aliases name, merging messages that turn
+// out to be one, or starts a new one; it records every alias.
+func (e *Engine) resolve(aliases []string) *message {
+	roots := e.rootScratch[:0]
+	for _, a := range aliases {
+		m, ok := e.aliases[a]
+		if !ok {
+			continue
+		}
+		r := m.root()
+		if r.flow != nil && r.flow.root().state == flowReleased {
+			continue
+		}
+		found := false
+		for _, seen := range roots {
+			found = found || seen == r
+		}
+		if !found {
+			roots = append(roots, r)
+		}
+	}
+	var m *message
+	if len(roots) == 0 {
+		m = &message{firstSeen: e.now}
+		e.hops++
+	} else {
+		m = roots[0]
+		for _, other := range roots[1:] {
+			e.mergeMessages(m, other)
+		}
+	}
+	e.rootScratch = roots[:0]
+	for _, a := range aliases {
+		existing, ok := e.aliases[a]
+		if ok && existing.root() == m {
+			continue
+		}
+		e.aliases[a] = m
+		if child, ok := e.waiting[a]; ok {
+			delete(e.waiting, a)
+			child = child.root()
+			child.flags |= msgDirty
+			if f := rootFlow(child); f != nil && f.state != flowReleased {
+				e.markDirty(f)
+			}
+		}
+	}
+	return m
+}
+
+// mergeMessages folds the root other into the root m, retiring the rows
+// other emitted under its old identity.
+func (e *Engine) mergeMessages(m, other *message) {
+	e.retireMessageRows(other)
+	e.hops -= m.hopCount() + other.hopCount()
+	m.absorb(other, &e.syms)
+	e.hops += m.hopCount()
+	m.flags |= msgDirty
+	fm, fo := rootFlow(m), rootFlow(other)
+	switch {
+	case fo == nil:
+	case fm == nil:
+		e.attach(fo, m)
+	case fm != fo:
+		e.unionFlows(fm, fo)
+	}
+}
+
+func rootFlow(m *message) *flow {
+	if m.flow == nil {
+		return nil
+	}
+	return m.flow.root()
+}
+
+// observe folds the event into the message and the hop it concerns.
+func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest string, attempt uint16) {
+	t := nanos(ev.Time)
+	end := t
+	if kind == model.EventProcess || kind == model.EventCallbackReceive {
+		end = t + int64(max(ev.Duration, 0))
+	}
+	m.observeTimes(t, end)
+	m.observeFlowName(e.syms.intern(ev.FlowName), &e.syms)
+	m.operation = smallerSym(m.operation, e.syms.intern(ev.Operation), &e.syms)
+	m.flags |= msgDirty
+	service, destination := e.syms.intern(ev.Service), e.syms.intern(dest)
+
+	if kind == model.EventPublish || kind == model.EventCallbackRequest {
+		parent := ""
+		if ev.TraceID != "" && ev.ParentSpanID != "" {
+			parent = refAlias(ev.TraceID, ev.ParentSpanID)
+		}
+		m.observePublish(t, max(attempt, 1), service, destination, parent, &e.syms)
+		if parent != "" {
+			if _, known := e.aliases[parent]; !known {
+				e.waiting[parent] = m
+			}
+		}
+		return
+	}
+	if kind == model.EventDeadLetter || kind == model.EventExpire {
+		reason := e.syms.intern(ev.Reason)
+		if ev.ConsumerGroup == "" {
+			flag := msgDeadLettered
+			if kind == model.EventExpire {
+				flag = msgExpired
+			}
+			m.flags |= flag
+			m.groupless = max(m.groupless, t)
+			m.grouplessReason = smallerSym(m.grouplessReason, reason, &e.syms)
+			return
+		}
+		h := e.hopOf(m, e.syms.intern(ev.ConsumerGroup))
+		flag := hopDeadLettered
+		if kind == model.EventExpire {
+			flag = hopExpired
+		}
+		h.flags |= flag
+		h.settle = max(h.settle, t)
+		h.observeReason(reason, &e.syms)
+		return
+	}
+
+	group := ev.ConsumerGroup
+	if group == "" {
+		group = ev.Service
+	}
+	h := e.hopOf(m, e.syms.intern(group))
+	h.observeConsumer(service, destination, &e.syms)
+	h.observeAttempt(attempt)
+	switch kind {
+	case model.EventDeliver:
+		h.deliver = minNonZero(h.deliver, t)
+	case model.EventProcess, model.EventCallbackReceive:
+		if kind == model.EventCallbackReceive {
+			h.deliver = minNonZero(h.deliver, t)
+		}
+		h.observeProcess(t, end-t, max(attempt, 1))
+		if ev.Outcome == "error" {
+			h.flags |= hopRetrying
+			h.observeReason(e.syms.intern(ev.Reason), &e.syms)
+		} else {
+			h.flags |= hopAcked
+			h.settle = max(h.settle, end)
+		}
+	case model.EventSettle:
+		h.settle = max(h.settle, t)
+		switch ev.Outcome {
+		case "nack", "requeue":
+			h.flags |= hopRetrying
+		case "reject", "term":
+			h.flags |= hopRejected
+			h.observeReason(e.syms.intern(ev.Reason), &e.syms)
+		default:
+			h.flags |= hopAcked
+		}
+	}
+}
+
+// hopOf returns the message's hop for a group, counting a new one.
+func (e *Engine) hopOf(m *message, group sym) *hop {
+	before := m.hopCount()
+	h := m.hopFor(group)
+	e.hops += m.hopCount() - before
+	return h
+}
+
+// joinFlow puts the message in the flow its keys name, merging flows that
+// share a key, and marks the flow active.
+func (e *Engine) joinFlow(m *message, ev *model.Event) {
+	f := rootFlow(m)
+	join := func(key string, k model.Key) {
+		g, ok := e.keys[key]
+		if ok {
+			g = g.root()
+			if g.state == flowReleased {
+				ok = false
+			}
+		}
+		switch {
+		case !ok:
+			if f == nil {
+				f = e.newFlow()
+				e.attach(f, m)
+			}
+			e.keys[key] = f
+			f.keys = append(f.keys, k)
+		case f == nil:
+			f = g
+			e.attach(f, m)
+		case g != f:
+			f = e.unionFlows(f, g)
+		}
+	}
+	if ev.TraceID != "" {
+		join("t"+ev.TraceID, model.Key{Kind: "trace_id", Value: ev.TraceID})
+	}
+	for _, k := range ev.Keys {
+		if k.Value != "" {
+			join("k"+k.Kind+"\x00"+k.Value, k)
+		}
+	}
+	if f == nil {
+		f = e.newFlow()
+		e.attach(f, m)
+	}
+	e.touch(f)
+}
+
+func (e *Engine) newFlow() *flow {
+	f := &flow{firstSeen: e.now, lastActivity: e.now, state: flowActive}
+	e.lists[flowActive].pushBack(f)
+	e.flows++
+	return f
+}
+
+func (e *Engine) attach(f *flow, m *message) {
+	m.flow = f
+	f.messages = append(f.messages, m)
+	f.flags |= flowRekeyed
+}
+
+// unionFlows merges two root flows, keeping the larger, and returns it.
+func (e *Engine) unionFlows(a, b *flow) *flow {
+	if len(a.messages)+len(a.keys) < len(b.messages)+len(b.keys) {
+		a, b = b, a
+	}
+	e.retireFlowRow(b)
+	b.parent = a
+	a.messages = append(a.messages, b.messages...)
+	a.keys = append(a.keys, b.keys...)
+	a.firstSeen = min(a.firstSeen, b.firstSeen)
+	a.lastActivity = max(a.lastActivity, b.lastActivity)
+	a.flags |= flowRekeyed | b.flags&flowFinishEmitted
+	e.lists[b.state].remove(b)
+	b.messages, b.keys = nil, nil
+	e.flows--
+	e.markDirty(a)
+	return a
+}
+
+// touch records activity: the flow moves to the back of the active list,
+// and stops being stuck or finished.
+func (e *Engine) touch(f *flow) {
+	f.lastActivity = e.now
+	switch f.state {
+	case flowQuiet:
+		e.clearStuck(f)
+	case flowFinished:
+		e.stats.FlowsReopened++
+	}
+	e.lists[f.state].remove(f)
+	f.state = flowActive
+	e.lists[flowActive].pushBack(f)
+	e.markDirty(f)
+}
+
+func (e *Engine) markDirty(f *flow) {
+	if f.flags&flowDirty == 0 {
+		f.flags |= flowDirty
+		e.dirty = append(e.dirty, f)
+	}
+}
+
+// Advance moves processing time to now: flows quiet for stuck_after get
+// their unsettled hops marked stuck, flows quiet for flow_idle finish, and
+// finished flows older than retain are forgotten.
+func (e *Engine) Advance(now time.Time) {
+	e.setNow(now)
+	stuckAfter, idle, retain := int64(e.cfg.StuckAfter), int64(e.cfg.FlowIdle), int64(e.cfg.Retain)
+	for f := e.lists[flowActive].head; f != nil && f.lastActivity+stuckAfter <= e.now; f = e.lists[flowActive].head {
+		e.move(f, flowQuiet)
+		e.markStuck(f)
+	}
+	for f := e.lists[flowQuiet].head; f != nil && f.lastActivity+idle <= e.now; f = e.lists[flowQuiet].head {
+		e.move(f, flowFinished)
+		e.markDirty(f)
+	}
+	for f := e.lists[flowFinished].head; f != nil && f.lastActivity+idle+retain <= e.now; f = e.lists[flowFinished].head {
+		e.release(f)
+		e.stats.FlowsReleased++
+	}
+	e.enforceLimits()
+}
+
+func (e *Engine) move(f *flow, state flowState) {
+	e.lists[f.state].remove(f)
+	f.state = state
+	e.lists[state].pushBack(f)
+}
+
+// markStuck marks the unsettled hops of a quiet flow stuck.
+func (e *Engine) markStuck(f *flow) {
+	stuck := false
+	for _, m := range f.messages {
+		if m.parent != nil {
+			continue
+		}
+		if len(m.hops) == 0 && !settled(pendingOutcome(m)) {
+			m.flags |= msgPendingStuck | msgDirty
+			stuck = true
+		}
+		for i := range m.hops {
+			if !settled(m.hops[i].outcome(m.flags)) {
+				m.hops[i].flags |= hopStuck
+				m.flags |= msgDirty
+				stuck = true
+			}
+		}
+	}
+	if stuck {
+		f.flags |= flowHasStuck
+		e.stats.StuckFlows++
+		e.markDirty(f)
+	}
+}
+
+func (e *Engine) clearStuck(f *flow) {
+	if f.flags&flowHasStuck == 0 {
+		return
+	}
+	f.flags &^= flowHasStuck
+	e.stats.StuckFlows--
+	for _, m := range f.messages {
+		if m.parent != nil {
+			continue
+		}
+		if m.flags&msgPendingStuck != 0 {
+			m.flags = m.flags&^msgPendingStuck | msgDirty
+		}
+		for i := range m.hops {
+			if m.hops[i].flags&hopStuck != 0 {
+				m.hops[i].flags &^= hopStuck
+				m.flags |= msgDirty
+			}
+		}
+	}
+}
+
+// release forgets a flow. Map entries that point at it stay until a sweep.
+func (e *Engine) release(f *flow) {
+	e.lists[f.state].remove(f)
+	if f.flags&flowHasStuck != 0 {
+		e.stats.StuckFlows--
+	}
+	f.state = flowReleased
+	e.flows--
+	for _, m := range f.messages {
+		if m.parent == nil {
+			e.hops -= m.hopCount()
+		}
+	}
+	e.stale += len(f.messages) + len(f.keys)
+	f.messages, f.keys = nil, nil
+	if e.stale > 1024 && e.stale > (len(e.aliases)+len(e.keys))/2 {
+		e.sweep()
+	}
+}
+
+// sweep deletes the map entries of released flows.
+func (e *Engine) sweep() {
+	for key, m := range e.aliases {
+		if f := rootFlow(m.root()); f == nil || f.state == flowReleased {
+			delete(e.aliases, key)
+		}
+	}
+	for key, f := range e.keys {
+		if f.root().state == flowReleased {
+			delete(e.keys, key)
+		}
+	}
+	for key, m := range e.waiting {
+		if f := rootFlow(m.root()); f == nil || f.state == flowReleased {
+			delete(e.waiting, key)
+		}
+	}
+	e.stale = 0
+}
+
+// enforceLimits keeps the engine within max_in_flight_hops and
+// max_in_flight_flows: finished flows go first, then the least recently
+// active in-flight ones, which are emitted as evicted.
+func (e *Engine) enforceLimits() {
+	for e.hops > e.cfg.MaxInFlightHops || e.flows > e.cfg.MaxInFlightFlows {
+		if f := e.lists[flowFinished].head; f != nil {
+			e.release(f)
+			e.stats.FlowsReleased++
+			continue
+		}
+		f := e.lists[flowQuiet].head
+		if f == nil {
+			f = e.lists[flowActive].head
+		}
+		if f == nil {
+			return
+		}
+		if e.hops > e.cfg.MaxInFlightHops {
+			e.stats.EvictedByHops++
+		} else {
+			e.stats.EvictedByFlows++
+		}
+		f.flags |= flowEvicted
+		e.move(f, flowFinished)
+		e.emitFlow(f)
+		e.release(f)
+	}
+}
+
+// Flush returns the new versions of everything that changed since the last
+// Flush.
+func (e *Engine) Flush() Changes {
+	for _, f := range e.dirty {
+		if f.parent != nil || f.flags&flowDirty == 0 || f.state == flowReleased {
+			continue
+		}
+		e.emitFlow(f)
+	}
+	e.dirty = e.dirty[:0]
+	out := e.out
+	e.out = Changes{}
+	return out
+}
+
+// hashID makes a short stable id.
+func hashID(parts ...string) string {
+	d := xxhash.New()
+	for _, p := range parts {
+		_, _ = d.WriteString(p)
+		_, _ = d.Write([]byte{0})
+	}
+	return strconv.FormatUint(d.Sum64(), 16)
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}

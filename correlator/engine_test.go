@@ -1,0 +1,197 @@
+package correlator
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowtrace/flowtrace/model"
+)
+
+var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+// final runs events through a new engine in the given order, lets every
+// flow finish, and returns the newest live version of each hop and flow.
+func final(t *testing.T, cfg Config, events []model.Event) (map[string]model.Hop, map[string]model.Flow) {
+	t.Helper()
+	e, err := New(cfg)
+	require.NoError(t, err)
+	var all Changes
+	for i := range events {
+		e.Add(at(i), &events[i])
+		if i%3 == 0 {
+			appendChanges(&all, e.Flush())
+		}
+	}
+	e.Advance(at(len(events)).Add(e.cfg.FlowIdle))
+	appendChanges(&all, e.Flush())
+	return latest(all)
+}
+
+func appendChanges(all *Changes, c Changes) {
+	all.Hops = append(all.Hops, c.Hops...)
+	all.Flows = append(all.Flows, c.Flows...)
+}
+
+func latest(c Changes) (map[string]model.Hop, map[string]model.Flow) {
+	hops := map[string]model.Hop{}
+	for _, h := range c.Hops {
+		key := h.FlowID + "/" + h.HopID
+		if old, ok := hops[key]; !ok || h.Version > old.Version {
+			hops[key] = h
+		}
+	}
+	flows := map[string]model.Flow{}
+	for _, f := range c.Flows {
+		if old, ok := flows[f.ID]; !ok || f.Version > old.Version {
+			flows[f.ID] = f
+		}
+	}
+	for k, h := range hops {
+		if h.Deleted {
+			delete(hops, k)
+		}
+	}
+	for k, f := range flows {
+		if f.Deleted {
+			delete(flows, k)
+		}
+	}
+	return hops, flows
+}
+
+// shape renders the final state without versions, for comparing orders.
+func shape(hops map[string]model.Hop, flows map[string]model.Flow) []string {
+	var out []string
+	for _, h := range hops {
+		h.Version, h.FirstSeen, h.Counted = 0, time.Time{}, false
+		out = append(out, fmt.Sprintf("hop %+v", h))
+	}
+	for _, f := range flows {
+		f.Version, f.FirstSeen = 0, time.Time{}
+		out = append(out, fmt.Sprintf("flow %+v", f))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// chain: api publishes m1 to orders; billing consumes it and, in the same
+// trace, publishes m2 to invoices; mailer consumes m2 after one retry.
+func chain() []model.Event {
+	return []model.Event{
+		{Time: at(0), Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "m1", Service: "api", TraceID: "t1", SpanID: "p1"},
+		{Time: at(20), Kind: model.EventDeliver, System: "rabbitmq", Destination: "orders", MessageID: "m1", Service: "billing", TraceID: "t2", SpanID: "r1", Links: []model.SpanRef{{TraceID: "t1", SpanID: "p1"}}},
+		{Time: at(25), Kind: model.EventProcess, System: "rabbitmq", Destination: "orders", MessageID: "m1", Service: "billing", TraceID: "t2", SpanID: "c1", ParentSpanID: "r1", Duration: 50 * time.Millisecond},
+		{Time: at(40), Kind: model.EventPublish, System: "rabbitmq", Destination: "invoices", MessageID: "m2", Service: "billing", TraceID: "t2", SpanID: "p2", ParentSpanID: "c1"},
+		{Time: at(100), Kind: model.EventProcess, System: "rabbitmq", Destination: "invoices", MessageID: "m2", Service: "mailer", TraceID: "t3", SpanID: "c2", Attempt: 1, Outcome: "error", Duration: 5 * time.Millisecond, Links: []model.SpanRef{{TraceID: "t2", SpanID: "p2"}}},
+		{Time: at(200), Kind: model.EventProcess, System: "rabbitmq", Destination: "invoices", MessageID: "m2", Service: "mailer", TraceID: "t4", SpanID: "c3", Attempt: 2, Duration: 7 * time.Millisecond, Links: []model.SpanRef{{TraceID: "t2", SpanID: "p2"}}},
+	}
+}
+
+func TestChain(t *testing.T) {
+	hops, flows := final(t, Config{}, chain())
+	require.Len(t, flows, 1)
+	var flow model.Flow
+	for _, f := range flows {
+		flow = f
+	}
+	assert.Equal(t, model.FlowCompleted, flow.Status)
+	assert.Equal(t, "api orders", flow.Name)
+	assert.Equal(t, uint32(2), flow.HopCount)
+	assert.Equal(t, uint32(1), flow.Retries)
+	assert.Equal(t, at(0), flow.Start)
+	assert.Equal(t, at(207), flow.End)
+	require.Len(t, hops, 2)
+	byMessage := map[string]model.Hop{}
+	for _, h := range hops {
+		byMessage[h.MessageID] = h
+		assert.Equal(t, flow.ID, h.FlowID)
+	}
+	m1, m2 := byMessage["m1"], byMessage["m2"]
+	assert.Equal(t, 20*time.Millisecond, m1.QueueWait)
+	assert.Equal(t, 50*time.Millisecond, m1.Processing)
+	assert.Equal(t, model.HopAcked, m1.Outcome)
+	assert.Equal(t, "billing", m1.Consumer)
+	assert.Equal(t, uint16(2), m2.Attempts)
+	assert.Equal(t, 60*time.Millisecond, m2.QueueWait)
+	assert.Equal(t, 7*time.Millisecond, m2.Processing)
+	assert.Equal(t, m1.HopID, m2.ParentHopID)
+	assert.Equal(t, []string{m1.HopID, m2.HopID}, flow.CriticalPath)
+}
+
+func TestAnyOrderAndDuplicatesGiveTheSameFlows(t *testing.T) {
+	want := shape(final(t, Config{}, chain()))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 200 {
+		events := chain()
+		events = append(events, events[rng.IntN(len(events))])
+		rng.Shuffle(len(events), func(a, b int) { events[a], events[b] = events[b], events[a] })
+		require.Equal(t, want, shape(final(t, Config{}, events)), "permutation %d", i)
+	}
+}
+
+func TestFanOutMakesOneHopPerGroup(t *testing.T) {
+	events := []model.Event{
+		{Time: at(0), Kind: model.EventPublish, System: "kafka", Destination: "orders", MessageID: "orders/0/1", Service: "api", TraceID: "t1", SpanID: "p1"},
+		{Time: at(10), Kind: model.EventProcess, System: "kafka", Destination: "orders", MessageID: "orders/0/1", Service: "billing", ConsumerGroup: "billing", Duration: time.Millisecond},
+		{Time: at(30), Kind: model.EventProcess, System: "kafka", Destination: "orders", MessageID: "orders/0/1", Service: "audit", ConsumerGroup: "audit", Duration: time.Millisecond},
+	}
+	hops, flows := final(t, Config{}, events)
+	require.Len(t, flows, 1)
+	require.Len(t, hops, 2)
+	waits := map[string]time.Duration{}
+	for _, h := range hops {
+		waits[h.ConsumerGroup] = h.QueueWait
+	}
+	assert.Equal(t, map[string]time.Duration{"billing": 10 * time.Millisecond, "audit": 30 * time.Millisecond}, waits)
+}
+
+func TestStuckAndDeadLettered(t *testing.T) {
+	events := []model.Event{
+		{Time: at(0), Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "a", Service: "api"},
+		{Time: at(0), Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "b", Service: "api"},
+		{Time: at(5), Kind: model.EventDeadLetter, System: "rabbitmq", Destination: "orders", MessageID: "b", Reason: "rejected"},
+	}
+	hops, flows := final(t, Config{}, events)
+	require.Len(t, flows, 2)
+	statuses := map[string]model.FlowStatus{}
+	for _, f := range flows {
+		statuses[f.Name+"/"+f.Keys[0].Value] = f.Status
+	}
+	assert.Equal(t, map[string]model.FlowStatus{"api orders/a": model.FlowStuck, "api orders/b": model.FlowDeadLettered}, statuses)
+	for _, h := range hops {
+		if h.MessageID == "b" {
+			assert.Equal(t, model.HopDeadLettered, h.Outcome)
+			assert.Equal(t, "rejected", h.Reason)
+		} else {
+			assert.Equal(t, model.HopStuck, h.Outcome)
+		}
+	}
+}
+
+func TestLimitsEvictTheLeastRecentlyActive(t *testing.T) {
+	e, err := New(Config{MaxInFlightFlows: 10})
+	require.NoError(t, err)
+	for i := range 25 {
+		e.Add(at(i), &model.Event{Time: at(i), Kind: model.EventPublish, System: "nats", MessageID: fmt.Sprint(i), Service: "api"})
+		e.Advance(at(i))
+	}
+	stats := e.Stats()
+	assert.Equal(t, 10, stats.InFlightFlows)
+	assert.Equal(t, uint64(15), stats.EvictedByFlows)
+	changes := e.Flush()
+	evicted := 0
+	for _, f := range changes.Flows {
+		if f.Status == model.FlowEvicted {
+			evicted++
+		}
+	}
+	assert.Equal(t, 15, evicted)
+}
