@@ -368,7 +368,8 @@ func (e *Engine) hopOf(m *message, group sym) *hop {
 // share a key, and marks the flow active.
 func (e *Engine) joinFlow(m *message, ev *model.Event) {
 	f := rootFlow(m)
-	join := func(key string, k model.Key) {
+	join := func(k model.Key) {
+		key := flowKeyString(k)
 		g, ok := e.keys[key]
 		if ok {
 			g = g.root()
@@ -392,11 +393,11 @@ func (e *Engine) joinFlow(m *message, ev *model.Event) {
 		}
 	}
 	if ev.TraceID != "" {
-		join("t"+ev.TraceID, model.Key{Kind: "trace_id", Value: ev.TraceID})
+		join(model.Key{Kind: "trace_id", Value: ev.TraceID})
 	}
 	for _, k := range ev.Keys {
 		if k.Value != "" {
-			join("k"+k.Kind+"\x00"+k.Value, k)
+			join(k)
 		}
 	}
 	if f == nil {
@@ -404,6 +405,11 @@ func (e *Engine) joinFlow(m *message, ev *model.Event) {
 		e.attach(f, m)
 	}
 	e.touch(f)
+}
+
+// flowKeyString is a flow key's entry in the keys map.
+func flowKeyString(k model.Key) string {
+	return k.Kind + "\x00" + k.Value
 }
 
 func (e *Engine) newFlow() *flow {

@@ -1,6 +1,7 @@
 package correlator
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -194,4 +195,36 @@ func TestLimitsEvictTheLeastRecentlyActive(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 15, evicted)
+}
+
+func TestCheckpointRestoreNeitherLosesNorSplitsFlows(t *testing.T) {
+	events := chain()
+	want := shape(final(t, Config{}, events))
+	for cut := 0; cut <= len(events); cut++ {
+		first, err := New(Config{})
+		require.NoError(t, err)
+		var all Changes
+		for i := range events[:cut] {
+			first.Add(at(i), &events[i])
+		}
+		appendChanges(&all, first.Flush())
+		var buf bytes.Buffer
+		require.NoError(t, first.Checkpoint(&buf))
+
+		second, err := New(Config{})
+		require.NoError(t, err)
+		require.NoError(t, second.Restore(&buf))
+		for i := cut; i < len(events); i++ {
+			second.Add(at(i), &events[i])
+		}
+		second.Advance(at(len(events)).Add(second.cfg.FlowIdle))
+		appendChanges(&all, second.Flush())
+		require.Equal(t, want, shape(latest(all)), "restart after %d events", cut)
+	}
+}
+
+func TestRestoreRefusesGarbage(t *testing.T) {
+	e, err := New(Config{})
+	require.NoError(t, err)
+	require.ErrorContains(t, e.Restore(bytes.NewReader([]byte("not a checkpoint"))), "read checkpoint")
 }

@@ -1,0 +1,194 @@
+package correlator
+
+import (
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/flowtrace/flowtrace/model"
+)
+
+// checkpointFormat changes whenever the snapshot's shape does; a checkpoint
+// of another format is refused rather than misread.
+const checkpointFormat = 1
+
+// snapshot is the engine's state in a form gob can write. Union-find sets are
+// flattened to their roots; released flows are left out.
+type snapshot struct {
+	Format  int
+	Now     int64
+	Version uint64
+	Symbols []string
+	Stats   Stats
+	Flows   []flowSnapshot
+}
+
+type flowSnapshot struct {
+	FirstSeen, LastActivity int64
+	State                   flowState
+	Flags                   flowFlags
+	EmittedID               string
+	Keys                    []model.Key
+	Messages                []messageSnapshot
+}
+
+type messageSnapshot struct {
+	Aliases                 []string // identity aliases that name it
+	Waiting                 []string // parent aliases it waits for
+	BrokerID, MinRef        string
+	System                  sym
+	Publish                 int64
+	PubAttempt              uint16
+	Producer, PubDest       sym
+	PubParent               string
+	Operation, FlowName     sym
+	MinTime, MaxTime        int64
+	FirstSeen               int64
+	Groupless               int64
+	GrouplessReason         sym
+	Flags                   msgFlags
+	EmittedKey, EmittedFlow string
+	Hops                    []hopSnapshot
+}
+
+type hopSnapshot struct {
+	Group, Consumer, Dest, Reason             sym
+	Deliver, ProcessStart, Settle, Processing int64
+	Attempts, ProcAttempt                     uint16
+	Flags                                     hopFlags
+}
+
+// Checkpoint writes the engine's state. Call it from the goroutine that owns
+// the engine; it holds nothing else.
+func (e *Engine) Checkpoint(w io.Writer) error {
+	aliases := map[*message][]string{}
+	for key, m := range e.aliases {
+		r := m.root()
+		if f := rootFlow(r); f != nil && f.state != flowReleased {
+			aliases[r] = append(aliases[r], key)
+		}
+	}
+	waiting := map[*message][]string{}
+	for key, m := range e.waiting {
+		r := m.root()
+		if f := rootFlow(r); f != nil && f.state != flowReleased {
+			waiting[r] = append(waiting[r], key)
+		}
+	}
+	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names, Stats: e.stats}
+	for state := flowActive; state < flowReleased; state++ {
+		for f := e.lists[state].head; f != nil; f = f.next {
+			fs := flowSnapshot{
+				FirstSeen: f.firstSeen, LastActivity: f.lastActivity, State: f.state,
+				Flags: f.flags &^ flowDirty, EmittedID: f.emittedID, Keys: f.keys,
+			}
+			for _, m := range e.liveMessages(f) {
+				fs.Messages = append(fs.Messages, snapshotMessage(m, aliases[m], waiting[m]))
+			}
+			snap.Flows = append(snap.Flows, fs)
+		}
+	}
+	if err := gob.NewEncoder(w).Encode(&snap); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	return nil
+}
+
+func snapshotMessage(m *message, aliases, waiting []string) messageSnapshot {
+	ms := messageSnapshot{
+		Aliases: aliases, Waiting: waiting, BrokerID: m.brokerID, MinRef: m.minRef, System: m.system,
+		Publish: m.publish, PubAttempt: m.pubAttempt, Producer: m.producer, PubDest: m.pubDest, PubParent: m.pubParent,
+		Operation: m.operation, FlowName: m.flowName, MinTime: m.minTime, MaxTime: m.maxTime, FirstSeen: m.firstSeen,
+		Groupless: m.groupless, GrouplessReason: m.grouplessReason, Flags: m.flags &^ msgDirty,
+		EmittedKey: m.emittedKey, EmittedFlow: m.emittedFlow,
+	}
+	for _, h := range m.hops {
+		ms.Hops = append(ms.Hops, hopSnapshot{
+			Group: h.group, Consumer: h.consumer, Dest: h.dest, Reason: h.reason, Deliver: h.deliver,
+			ProcessStart: h.processStart, Settle: h.settle, Processing: h.processing, Attempts: h.attempts,
+			ProcAttempt: h.procAttempt, Flags: h.flags,
+		})
+	}
+	return ms
+}
+
+// ErrNotEmpty is returned by Restore on an engine that already holds state.
+var ErrNotEmpty = errors.New("restore into an engine that is not empty")
+
+// Restore loads a checkpoint into a new engine. After an error the engine
+// holds part of the checkpoint and must be discarded.
+func (e *Engine) Restore(r io.Reader) error {
+	if e.flows != 0 || len(e.aliases) != 0 || len(e.syms.names) > 1 {
+		return ErrNotEmpty
+	}
+	var snap snapshot
+	if err := gob.NewDecoder(r).Decode(&snap); err != nil {
+		return fmt.Errorf("read checkpoint: %w", err)
+	}
+	if snap.Format != checkpointFormat {
+		return fmt.Errorf("read checkpoint: format %d, want %d", snap.Format, checkpointFormat)
+	}
+	if len(snap.Symbols) == 0 || snap.Symbols[0] != "" {
+		return errors.New("read checkpoint: bad symbol table")
+	}
+	symbolCount := sym(len(snap.Symbols))
+	valid := func(ids ...sym) bool {
+		for _, id := range ids {
+			if id >= symbolCount {
+				return false
+			}
+		}
+		return true
+	}
+	e.syms = symbols{ids: make(map[string]sym, len(snap.Symbols)), names: snap.Symbols}
+	for i, name := range snap.Symbols {
+		e.syms.ids[name] = sym(i)
+	}
+	e.now, e.version, e.stats = snap.Now, snap.Version, snap.Stats
+	for _, fs := range snap.Flows {
+		if fs.State >= flowReleased {
+			return fmt.Errorf("read checkpoint: bad flow state %d", fs.State)
+		}
+		f := &flow{firstSeen: fs.FirstSeen, lastActivity: fs.LastActivity, state: fs.State, flags: fs.Flags, emittedID: fs.EmittedID, keys: fs.Keys}
+		e.lists[f.state].pushBack(f)
+		e.flows++
+		if f.flags&flowHasStuck != 0 {
+			e.stats.StuckFlows++
+		}
+		for _, k := range fs.Keys {
+			e.keys[flowKeyString(k)] = f
+		}
+		for _, ms := range fs.Messages {
+			if !valid(ms.System, ms.Producer, ms.PubDest, ms.Operation, ms.FlowName, ms.GrouplessReason) {
+				return errors.New("read checkpoint: symbol out of range")
+			}
+			m := &message{
+				flow: f, brokerID: ms.BrokerID, minRef: ms.MinRef, system: ms.System, publish: ms.Publish,
+				pubAttempt: ms.PubAttempt, producer: ms.Producer, pubDest: ms.PubDest, pubParent: ms.PubParent,
+				operation: ms.Operation, flowName: ms.FlowName, minTime: ms.MinTime, maxTime: ms.MaxTime,
+				firstSeen: ms.FirstSeen, groupless: ms.Groupless, grouplessReason: ms.GrouplessReason,
+				flags: ms.Flags, emittedKey: ms.EmittedKey, emittedFlow: ms.EmittedFlow,
+			}
+			for _, hs := range ms.Hops {
+				if !valid(hs.Group, hs.Consumer, hs.Dest, hs.Reason) {
+					return errors.New("read checkpoint: symbol out of range")
+				}
+				m.hops = append(m.hops, hop{
+					group: hs.Group, consumer: hs.Consumer, dest: hs.Dest, reason: hs.Reason, deliver: hs.Deliver,
+					processStart: hs.ProcessStart, settle: hs.Settle, processing: hs.Processing, attempts: hs.Attempts,
+					procAttempt: hs.ProcAttempt, flags: hs.Flags,
+				})
+			}
+			f.messages = append(f.messages, m)
+			e.hops += m.hopCount()
+			for _, a := range ms.Aliases {
+				e.aliases[a] = m
+			}
+			for _, a := range ms.Waiting {
+				e.waiting[a] = m
+			}
+		}
+	}
+	return nil
+}
