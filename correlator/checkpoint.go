@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/flowtrace/flowtrace/model"
 )
 
 // checkpointFormat changes whenever the snapshot's shape does; a checkpoint
 // of another format is refused rather than misread.
-const checkpointFormat = 1
+const checkpointFormat = 2
 
 // snapshot is the engine's state in a form gob can write. Union-find sets are
 // flattened to their roots; released flows are left out.
@@ -28,33 +26,42 @@ type flowSnapshot struct {
 	FirstSeen, LastActivity int64
 	State                   flowState
 	Flags                   flowFlags
-	EmittedID               string
-	Keys                    []model.Key
+	EmittedID               uint64
+	Keys                    []flowKeySnapshot
 	Messages                []messageSnapshot
 }
 
+type flowKeySnapshot struct {
+	Kind  sym
+	Value string
+}
+
 type messageSnapshot struct {
-	Aliases                 []string // identity aliases that name it
-	Waiting                 []string // parent aliases it waits for
-	BrokerID, MinRef        string
-	System                  sym
-	Publish                 int64
-	PubAttempt              uint16
-	Producer, PubDest       sym
-	PubParent               string
-	Operation, FlowName     sym
-	MinTime, MaxTime        int64
-	FirstSeen               int64
-	Groupless               int64
-	GrouplessReason         sym
-	Flags                   msgFlags
-	EmittedKey, EmittedFlow string
-	Hops                    []hopSnapshot
+	Aliases                                []uint64 // identity hashes that name it
+	BrokerID, MinRef                       string
+	System                                 sym
+	Publish                                int64
+	PubAttempt                             uint16
+	Producer, PubDest                      sym
+	PubTrace                               uint64
+	Operation, FlowName                    sym
+	MinTime, MaxTime                       int64
+	FirstSeen                              int64
+	Groupless                              *grouplessSnapshot
+	Flags                                  msgFlags
+	EmittedKey, EmittedFlow, EmittedParent uint64
+	Hops                                   []hopSnapshot
+}
+
+type grouplessSnapshot struct {
+	Time   int64
+	Reason sym
 }
 
 type hopSnapshot struct {
 	Group, Consumer, Dest, Reason             sym
 	Deliver, ProcessStart, Settle, Processing int64
+	Trace                                     uint64
 	Attempts, ProcAttempt                     uint16
 	Flags                                     hopFlags
 }
@@ -62,18 +69,11 @@ type hopSnapshot struct {
 // Checkpoint writes the engine's state. Call it from the goroutine that owns
 // the engine; it holds nothing else.
 func (e *Engine) Checkpoint(w io.Writer) error {
-	aliases := map[*message][]string{}
+	aliases := map[*message][]uint64{}
 	for key, m := range e.aliases {
 		r := m.root()
 		if f := rootFlow(r); f != nil && f.state != flowReleased {
 			aliases[r] = append(aliases[r], key)
-		}
-	}
-	waiting := map[*message][]string{}
-	for key, m := range e.waiting {
-		r := m.root()
-		if f := rootFlow(r); f != nil && f.state != flowReleased {
-			waiting[r] = append(waiting[r], key)
 		}
 	}
 	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names, Stats: e.stats}
@@ -81,10 +81,13 @@ func (e *Engine) Checkpoint(w io.Writer) error {
 		for f := e.lists[state].head; f != nil; f = f.next {
 			fs := flowSnapshot{
 				FirstSeen: f.firstSeen, LastActivity: f.lastActivity, State: f.state,
-				Flags: f.flags &^ flowDirty, EmittedID: f.emittedID, Keys: f.keys,
+				Flags: f.flags &^ flowDirty, EmittedID: f.emittedID,
+			}
+			for _, k := range f.keys {
+				fs.Keys = append(fs.Keys, flowKeySnapshot{Kind: k.kind, Value: k.value})
 			}
 			for _, m := range e.liveMessages(f) {
-				fs.Messages = append(fs.Messages, snapshotMessage(m, aliases[m], waiting[m]))
+				fs.Messages = append(fs.Messages, snapshotMessage(m, aliases[m]))
 			}
 			snap.Flows = append(snap.Flows, fs)
 		}
@@ -95,18 +98,20 @@ func (e *Engine) Checkpoint(w io.Writer) error {
 	return nil
 }
 
-func snapshotMessage(m *message, aliases, waiting []string) messageSnapshot {
+func snapshotMessage(m *message, aliases []uint64) messageSnapshot {
 	ms := messageSnapshot{
-		Aliases: aliases, Waiting: waiting, BrokerID: m.brokerID, MinRef: m.minRef, System: m.system,
-		Publish: m.publish, PubAttempt: m.pubAttempt, Producer: m.producer, PubDest: m.pubDest, PubParent: m.pubParent,
+		Aliases: aliases, BrokerID: m.brokerID, MinRef: m.minRef, System: m.system,
+		Publish: m.publish, PubAttempt: m.pubAttempt, Producer: m.producer, PubDest: m.pubDest, PubTrace: m.pubTrace,
 		Operation: m.operation, FlowName: m.flowName, MinTime: m.minTime, MaxTime: m.maxTime, FirstSeen: m.firstSeen,
-		Groupless: m.groupless, GrouplessReason: m.grouplessReason, Flags: m.flags &^ msgDirty,
-		EmittedKey: m.emittedKey, EmittedFlow: m.emittedFlow,
+		Flags: m.flags &^ msgDirty, EmittedKey: m.emittedKey, EmittedFlow: m.emittedFlow, EmittedParent: m.emittedParent,
+	}
+	if g := m.groupless; g != nil {
+		ms.Groupless = &grouplessSnapshot{Time: g.time, Reason: g.reason}
 	}
 	for _, h := range m.hops {
 		ms.Hops = append(ms.Hops, hopSnapshot{
 			Group: h.group, Consumer: h.consumer, Dest: h.dest, Reason: h.reason, Deliver: h.deliver,
-			ProcessStart: h.processStart, Settle: h.settle, Processing: h.processing, Attempts: h.attempts,
+			ProcessStart: h.processStart, Settle: h.settle, Processing: h.processing, Trace: h.trace, Attempts: h.attempts,
 			ProcAttempt: h.procAttempt, Flags: h.flags,
 		})
 	}
@@ -150,25 +155,35 @@ func (e *Engine) Restore(r io.Reader) error {
 		if fs.State >= flowReleased {
 			return fmt.Errorf("read checkpoint: bad flow state %d", fs.State)
 		}
-		f := &flow{firstSeen: fs.FirstSeen, lastActivity: fs.LastActivity, state: fs.State, flags: fs.Flags, emittedID: fs.EmittedID, keys: fs.Keys}
+		f := &flow{firstSeen: fs.FirstSeen, lastActivity: fs.LastActivity, state: fs.State, flags: fs.Flags, emittedID: fs.EmittedID}
 		e.lists[f.state].pushBack(f)
 		e.flows++
 		if f.flags&flowHasStuck != 0 {
 			e.stats.StuckFlows++
 		}
 		for _, k := range fs.Keys {
-			e.keys[flowKeyString(k)] = f
+			if !valid(k.Kind) {
+				return errors.New("read checkpoint: symbol out of range")
+			}
+			f.keys = append(f.keys, flowKey{kind: k.Kind, value: k.Value})
+			e.keys[e.hash.strings(tagKey, e.syms.name(k.Kind), k.Value)] = f
 		}
 		for _, ms := range fs.Messages {
-			if !valid(ms.System, ms.Producer, ms.PubDest, ms.Operation, ms.FlowName, ms.GrouplessReason) {
+			if !valid(ms.System, ms.Producer, ms.PubDest, ms.Operation, ms.FlowName) {
 				return errors.New("read checkpoint: symbol out of range")
 			}
 			m := &message{
 				flow: f, brokerID: ms.BrokerID, minRef: ms.MinRef, system: ms.System, publish: ms.Publish,
-				pubAttempt: ms.PubAttempt, producer: ms.Producer, pubDest: ms.PubDest, pubParent: ms.PubParent,
+				pubAttempt: ms.PubAttempt, producer: ms.Producer, pubDest: ms.PubDest, pubTrace: ms.PubTrace,
 				operation: ms.Operation, flowName: ms.FlowName, minTime: ms.MinTime, maxTime: ms.MaxTime,
-				firstSeen: ms.FirstSeen, groupless: ms.Groupless, grouplessReason: ms.GrouplessReason,
-				flags: ms.Flags, emittedKey: ms.EmittedKey, emittedFlow: ms.EmittedFlow,
+				firstSeen: ms.FirstSeen, flags: ms.Flags, emittedKey: ms.EmittedKey, emittedFlow: ms.EmittedFlow,
+				emittedParent: ms.EmittedParent,
+			}
+			if g := ms.Groupless; g != nil {
+				if !valid(g.Reason) {
+					return errors.New("read checkpoint: symbol out of range")
+				}
+				m.groupless = &grouplessEnd{time: g.Time, reason: g.Reason}
 			}
 			for _, hs := range ms.Hops {
 				if !valid(hs.Group, hs.Consumer, hs.Dest, hs.Reason) {
@@ -176,7 +191,7 @@ func (e *Engine) Restore(r io.Reader) error {
 				}
 				m.hops = append(m.hops, hop{
 					group: hs.Group, consumer: hs.Consumer, dest: hs.Dest, reason: hs.Reason, deliver: hs.Deliver,
-					processStart: hs.ProcessStart, settle: hs.Settle, processing: hs.Processing, attempts: hs.Attempts,
+					processStart: hs.ProcessStart, settle: hs.Settle, processing: hs.Processing, trace: hs.Trace, attempts: hs.Attempts,
 					procAttempt: hs.ProcAttempt, flags: hs.Flags,
 				})
 			}
@@ -184,9 +199,6 @@ func (e *Engine) Restore(r io.Reader) error {
 			e.hops += m.hopCount()
 			for _, a := range ms.Aliases {
 				e.aliases[a] = m
-			}
-			for _, a := range ms.Waiting {
-				e.waiting[a] = m
 			}
 		}
 	}

@@ -22,44 +22,50 @@ func pendingOutcome(m *message) model.HopOutcome {
 	return model.HopInFlight
 }
 
-func hopID(messageKey string, group string) string {
-	return hashID("hop", messageKey, group)
+// identHash hashes a message's canonical identity, from which its hop ids
+// and (for a root) its flow's id derive.
+func (e *Engine) identHash(m *message) uint64 {
+	return e.hash.strings(tagIdent, e.syms.name(m.system), m.canonicalID())
+}
+
+func (e *Engine) hopHash(ident uint64, group sym) uint64 {
+	return e.hash.withNumber(tagHop, ident, e.syms.name(group))
 }
 
 // retireMessageRows emits tombstones for every hop row the message emitted,
 // before its identity or flow changes.
 func (e *Engine) retireMessageRows(m *message) {
-	if m.emittedKey == "" {
+	if m.emittedKey == 0 {
 		return
 	}
-	tombstone := func(group string) {
+	tombstone := func(group sym) {
 		e.out.Hops = append(e.out.Hops, model.Hop{
-			FlowID: m.emittedFlow, HopID: hopID(m.emittedKey, group), Version: e.nextVersion(),
-			FirstSeen: fromNanos(m.firstSeen), Deleted: true,
+			FlowID: idString(m.emittedFlow), HopID: idString(e.hopHash(m.emittedKey, group)),
+			Version: e.nextVersion(), FirstSeen: fromNanos(m.firstSeen), Deleted: true,
 		})
 	}
 	if m.flags&msgPendingEmitted != 0 {
-		tombstone("")
+		tombstone(0)
 		m.flags &^= msgPendingEmitted
 	}
 	for i := range m.hops {
 		if m.hops[i].flags&hopEmitted != 0 {
-			tombstone(e.syms.name(m.hops[i].group))
+			tombstone(m.hops[i].group)
 			m.hops[i].flags &^= hopEmitted
 		}
 	}
-	m.emittedKey, m.emittedFlow = "", ""
+	m.emittedKey, m.emittedFlow, m.emittedParent = 0, 0, 0
 }
 
 // retireFlowRow emits a tombstone for the flow's last emitted id.
 func (e *Engine) retireFlowRow(f *flow) {
-	if f.emittedID == "" {
+	if f.emittedID == 0 {
 		return
 	}
 	e.out.Flows = append(e.out.Flows, model.Flow{
-		ID: f.emittedID, Version: e.nextVersion(), FirstSeen: fromNanos(f.firstSeen), Deleted: true,
+		ID: idString(f.emittedID), Version: e.nextVersion(), FirstSeen: fromNanos(f.firstSeen), Deleted: true,
 	})
-	f.emittedID = ""
+	f.emittedID = 0
 }
 
 // flowSummary accumulates a flow's fields over its hops.
@@ -67,6 +73,12 @@ type flowSummary struct {
 	start, end                          int64
 	hops, retries, deadLetters          uint32
 	anyRejected, anyUnsettled, anyStuck bool
+}
+
+// parentHop is where a message was published from: a hop of another message.
+type parentHop struct {
+	message *message
+	hop     int // index into message.hops
 }
 
 // emitFlow writes the flow's new version and the new versions of its
@@ -77,32 +89,38 @@ func (e *Engine) emitFlow(f *flow) {
 	if len(messages) == 0 {
 		return
 	}
-	parents := e.parentMessages(f, messages)
-	root := rootMessage(messages, parents, &e.syms)
-	id := hashID("flow", root.canonicalKey(&e.syms))
-	if f.emittedID != "" && f.emittedID != id {
+	idents := make([]uint64, len(messages))
+	for i, m := range messages {
+		idents[i] = e.identHash(m)
+	}
+	parents := e.parentHops(messages, idents)
+	root := rootMessage(messages, idents, parents)
+	id := e.hash.withNumber(tagFlow, idents[root], "")
+	if f.emittedID != 0 && f.emittedID != id {
 		e.retireFlowRow(f)
 		f.flags |= flowRekeyed
 	}
 	rekeyed := f.flags&flowRekeyed != 0
 	f.flags &^= flowRekeyed
 
+	flowID := idString(id)
 	var sum flowSummary
-	for _, m := range messages {
-		e.emitMessage(m, id, parents[m], rekeyed, &sum)
-	}
-
 	name := ""
-	for _, m := range messages {
+	for i, m := range messages {
+		parent := uint64(0)
+		if p := parents[i]; p.message != nil {
+			parent = e.hopHash(idents[indexOf(messages, p.message)], p.message.hops[p.hop].group)
+		}
+		e.emitMessage(m, idents[i], id, flowID, parent, rekeyed, &sum)
 		if n := e.syms.name(m.flowName); n != "" && (name == "" || n < name) {
 			name = n
 		}
 	}
 	if name == "" {
-		name = e.rootName(root)
+		name = e.rootName(messages[root])
 	}
 	out := model.Flow{
-		ID:           id,
+		ID:           flowID,
 		Version:      e.nextVersion(),
 		FirstSeen:    fromNanos(f.firstSeen),
 		Name:         name,
@@ -113,7 +131,7 @@ func (e *Engine) emitFlow(f *flow) {
 		Retries:      sum.retries,
 		DeadLetters:  sum.deadLetters,
 		Keys:         e.flowKeys(f, messages),
-		CriticalPath: e.criticalPath(messages, parents),
+		CriticalPath: e.criticalPath(messages, idents, parents),
 	}
 	f.emittedID = id
 	if f.state == flowFinished && f.flags&flowFinishEmitted == 0 {
@@ -123,11 +141,20 @@ func (e *Engine) emitFlow(f *flow) {
 	e.out.Flows = append(e.out.Flows, out)
 }
 
+func indexOf(messages []*message, m *message) int {
+	for i, x := range messages {
+		if x == m {
+			return i
+		}
+	}
+	return -1
+}
+
 // liveMessages compacts the flow's message list to the roots it still owns.
 func (e *Engine) liveMessages(f *flow) []*message {
 	live := f.messages[:0]
 	for _, m := range f.messages {
-		if m.parent == nil && rootFlow(m) == f && !contains(live, m) {
+		if m.parent == nil && rootFlow(m) == f && !slices.Contains(live, m) {
 			live = append(live, m)
 		}
 	}
@@ -136,43 +163,66 @@ func (e *Engine) liveMessages(f *flow) []*message {
 	return live
 }
 
-func contains(messages []*message, m *message) bool {
-	for _, x := range messages {
-		if x == m {
-			return true
-		}
-	}
-	return false
-}
-
-// parentMessages maps each message to the message whose processing
-// published it, where the publishing span's parent is known.
-func (e *Engine) parentMessages(f *flow, messages []*message) map[*message]*message {
-	parents := make(map[*message]*message, len(messages))
-	for _, m := range messages {
-		if m.pubParent == "" {
+// parentHops finds, for each message, the hop it was published from: a hop
+// of another message of the flow whose consumer side ran in the trace the
+// message was published in — preferring the hop its producer consumed, then
+// one delivered before the publish (the latest such), then the smallest
+// identity.
+func (e *Engine) parentHops(messages []*message, idents []uint64) []parentHop {
+	parents := make([]parentHop, len(messages))
+	for i, m := range messages {
+		if m.pubTrace == 0 {
 			continue
 		}
-		if p, ok := e.aliases[m.pubParent]; ok {
-			if p = p.root(); p != m && rootFlow(p) == f {
-				parents[m] = p
+		var best parentHop
+		var bestIdent uint64
+		for j, p := range messages {
+			if j == i {
+				continue
+			}
+			for k := range p.hops {
+				h := &p.hops[k]
+				if h.trace != m.pubTrace {
+					continue
+				}
+				if best.message == nil || betterParent(m, h, idents[j], best.message.hops[best.hop], bestIdent) {
+					best, bestIdent = parentHop{message: p, hop: k}, idents[j]
+				}
 			}
 		}
+		parents[i] = best
 	}
 	return parents
 }
 
+func betterParent(child *message, h *hop, ident uint64, than hop, thanIdent uint64) bool {
+	matchA, matchB := h.consumer == child.producer, than.consumer == child.producer
+	if matchA != matchB {
+		return matchA
+	}
+	beforeA := h.deliverTime() != 0 && h.deliverTime() <= child.publish
+	beforeB := than.deliverTime() != 0 && than.deliverTime() <= child.publish
+	if beforeA != beforeB {
+		return beforeA
+	}
+	if h.deliverTime() != than.deliverTime() {
+		return h.deliverTime() > than.deliverTime()
+	}
+	return ident < thanIdent
+}
+
 // rootMessage is the earliest published message without a parent (any
 // message, if every one has a parent), ties broken by identity.
-func rootMessage(messages []*message, parents map[*message]*message, syms *symbols) *message {
-	var best *message
-	for pass := 0; pass < 2 && best == nil; pass++ {
-		for _, m := range messages {
-			if pass == 0 && parents[m] != nil {
+func rootMessage(messages []*message, idents []uint64, parents []parentHop) int {
+	best := -1
+	for pass := 0; pass < 2 && best < 0; pass++ {
+		for i, m := range messages {
+			if pass == 0 && parents[i].message != nil {
 				continue
 			}
-			if best == nil || earlier(m, best, syms) {
-				best = m
+			if best < 0 || startOf(m) < startOf(messages[best]) ||
+				startOf(m) == startOf(messages[best]) && idents[i] < idents[best] {
+				best = i
 			}
 		}
 	}
@@ -184,14 +234,6 @@ func startOf(m *message) int64 {
 		return m.publish
 	}
 	return m.minTime
-}
-
-func earlier(a, b *message, syms *symbols) bool {
-	sa, sb := startOf(a), startOf(b)
-	if sa != sb {
-		return sa < sb
-	}
-	return a.canonicalKey(syms) < b.canonicalKey(syms)
 }
 
 // rootName names a flow after its root hop: "<producer> <destination>".
@@ -210,37 +252,14 @@ func (e *Engine) rootName(root *message) string {
 	return producer + " " + dest
 }
 
-// parentHopID is the id of the parent message's hop that published m: the
-// one consumed by m's producer, else the first by group.
-func (e *Engine) parentHopID(m, parent *message) string {
-	if parent == nil {
-		return ""
-	}
-	key := parent.canonicalKey(&e.syms)
-	if len(parent.hops) == 0 {
-		return hopID(key, "")
-	}
-	best := -1
-	for i := range parent.hops {
-		h := &parent.hops[i]
-		match := h.consumer == m.producer
-		if best < 0 || match && parent.hops[best].consumer != m.producer ||
-			match == (parent.hops[best].consumer == m.producer) && e.syms.name(h.group) < e.syms.name(parent.hops[best].group) {
-			best = i
-		}
-	}
-	return hopID(key, e.syms.name(parent.hops[best].group))
-}
-
 // emitMessage emits the message's hops when they changed and adds them to
 // the flow's summary.
-func (e *Engine) emitMessage(m *message, flowID string, parent *message, rekeyed bool, sum *flowSummary) {
-	key := m.canonicalKey(&e.syms)
-	if m.emittedKey != "" && (m.emittedKey != key || m.emittedFlow != flowID) {
+func (e *Engine) emitMessage(m *message, ident, flow uint64, flowID string, parent uint64, rekeyed bool, sum *flowSummary) {
+	if m.emittedKey != 0 && (m.emittedKey != ident || m.emittedFlow != flow) {
 		e.retireMessageRows(m)
 		rekeyed = true
 	}
-	emit := rekeyed || m.flags&msgDirty != 0 || m.emittedKey == ""
+	emit := rekeyed || m.flags&msgDirty != 0 || m.emittedKey == 0 || m.emittedParent != parent
 	m.flags &^= msgDirty
 
 	if s := startOf(m); s != 0 && (sum.start == 0 || s < sum.start) {
@@ -248,34 +267,45 @@ func (e *Engine) emitMessage(m *message, flowID string, parent *message, rekeyed
 	}
 	sum.end = max(sum.end, m.maxTime)
 
-	base := model.Hop{
-		FlowID:      flowID,
-		FirstSeen:   fromNanos(m.firstSeen),
-		ParentHopID: e.parentHopID(m, parent),
-		System:      e.syms.name(m.system),
-		Producer:    e.syms.name(m.producer),
-		Operation:   e.syms.name(m.operation),
-		MessageID:   m.canonicalID(),
-		PublishTime: fromNanos(m.publish),
+	var base model.Hop
+	if emit {
+		base = model.Hop{
+			FlowID:      flowID,
+			FirstSeen:   fromNanos(m.firstSeen),
+			System:      e.syms.name(m.system),
+			Producer:    e.syms.name(m.producer),
+			Operation:   e.syms.name(m.operation),
+			MessageID:   m.canonicalID(),
+			PublishTime: fromNanos(m.publish),
+		}
+		if parent != 0 {
+			base.ParentHopID = idString(parent)
+		}
+	}
+	var groupless grouplessEnd
+	if m.groupless != nil {
+		groupless = *m.groupless
 	}
 	if len(m.hops) == 0 {
 		outcome := pendingOutcome(m)
 		e.summarize(sum, outcome, 1)
 		if emit {
 			h := base
-			h.HopID, h.Version = hopID(key, ""), e.nextVersion()
+			h.HopID, h.Version = idString(e.hopHash(ident, 0)), e.nextVersion()
 			h.Destination = e.syms.name(m.pubDest)
-			h.Outcome, h.Reason = outcome, e.syms.name(m.grouplessReason)
+			h.Outcome, h.Reason = outcome, e.syms.name(groupless.reason)
 			if settled(outcome) {
-				h.SettleTime = fromNanos(m.groupless)
+				h.SettleTime = fromNanos(groupless.time)
 			}
 			e.out.Hops = append(e.out.Hops, h)
 			m.flags |= msgPendingEmitted
 		}
 	} else if m.flags&msgPendingEmitted != 0 {
 		// Someone received it: the pending hop gives way to the real ones.
-		e.out.Hops = append(e.out.Hops, model.Hop{FlowID: m.emittedFlow, HopID: hopID(m.emittedKey, ""),
-			Version: e.nextVersion(), FirstSeen: fromNanos(m.firstSeen), Deleted: true})
+		e.out.Hops = append(e.out.Hops, model.Hop{
+			FlowID: idString(m.emittedFlow), HopID: idString(e.hopHash(m.emittedKey, 0)),
+			Version: e.nextVersion(), FirstSeen: fromNanos(m.firstSeen), Deleted: true,
+		})
 		m.flags &^= msgPendingEmitted
 	}
 	for i := range m.hops {
@@ -286,28 +316,27 @@ func (e *Engine) emitMessage(m *message, flowID string, parent *message, rekeyed
 			continue
 		}
 		row := base
-		group := e.syms.name(h.group)
-		row.HopID, row.Version = hopID(key, group), e.nextVersion()
+		row.HopID, row.Version = idString(e.hopHash(ident, h.group)), e.nextVersion()
 		row.Destination = e.syms.name(h.dest)
 		if row.Destination == "" {
 			row.Destination = e.syms.name(m.pubDest)
 		}
-		row.Consumer, row.ConsumerGroup = e.syms.name(h.consumer), group
+		row.Consumer, row.ConsumerGroup = e.syms.name(h.consumer), e.syms.name(h.group)
 		row.DeliverTime = fromNanos(h.deliverTime())
 		settle := h.settle
-		if h.flags&(hopDeadLettered|hopExpired|hopAcked) == 0 && m.flags&(msgDeadLettered|msgExpired) != 0 {
-			settle = max(settle, m.groupless)
+		if outcome == model.HopDeadLettered || outcome == model.HopExpired {
+			settle = max(settle, groupless.time)
 		}
 		row.SettleTime = fromNanos(settle)
 		if d := h.deliverTime(); d != 0 && m.publish != 0 {
-			row.QueueWait = fromNanos(d).Sub(fromNanos(m.publish))
+			row.QueueWait = time.Duration(d - m.publish)
 		}
 		row.Processing = time.Duration(h.processing)
 		row.Attempts = h.attempts
 		row.Outcome = outcome
 		row.Reason = e.syms.name(h.reason)
 		if row.Reason == "" && (outcome == model.HopDeadLettered || outcome == model.HopExpired) {
-			row.Reason = e.syms.name(m.grouplessReason)
+			row.Reason = e.syms.name(groupless.reason)
 		}
 		if settled(outcome) && h.flags&hopCounted == 0 {
 			row.Counted = true
@@ -317,7 +346,7 @@ func (e *Engine) emitMessage(m *message, flowID string, parent *message, rekeyed
 		e.out.Hops = append(e.out.Hops, row)
 	}
 	if emit {
-		m.emittedKey, m.emittedFlow = key, flowID
+		m.emittedKey, m.emittedFlow, m.emittedParent = ident, flow, parent
 	}
 }
 
@@ -360,7 +389,10 @@ func (e *Engine) status(f *flow, sum *flowSummary) model.FlowStatus {
 
 // flowKeys lists the flow's keys and its messages' broker ids, sorted.
 func (e *Engine) flowKeys(f *flow, messages []*message) []model.Key {
-	keys := slices.Clone(f.keys)
+	keys := make([]model.Key, 0, len(f.keys)+len(messages))
+	for _, k := range f.keys {
+		keys = append(keys, model.Key{Kind: e.syms.name(k.kind), Value: k.value})
+	}
 	for _, m := range messages {
 		if m.brokerID != "" {
 			keys = append(keys, model.Key{Kind: "message_id", Value: m.brokerID})
@@ -372,27 +404,31 @@ func (e *Engine) flowKeys(f *flow, messages []*message) []model.Key {
 	return slices.Compact(keys)
 }
 
-// criticalPath is the chain of hops from the flow's root to the message
-// that ended last, following parent messages.
-func (e *Engine) criticalPath(messages []*message, parents map[*message]*message) []string {
-	var last *message
-	for _, m := range messages {
-		if last == nil || m.maxTime > last.maxTime ||
-			m.maxTime == last.maxTime && m.canonicalKey(&e.syms) < last.canonicalKey(&e.syms) {
-			last = m
+// criticalPath is the chain of hops from the flow's root to the hop that
+// ended last, following parent hops.
+func (e *Engine) criticalPath(messages []*message, idents []uint64, parents []parentHop) []string {
+	last := 0
+	for i, m := range messages {
+		if m.maxTime > messages[last].maxTime || m.maxTime == messages[last].maxTime && idents[i] < idents[last] {
+			last = i
 		}
 	}
-	leafGroup := ""
-	var latest int64 = -1
-	for i := range last.hops {
-		h := &last.hops[i]
-		if g := e.syms.name(h.group); h.settle > latest || h.settle == latest && g < leafGroup {
-			latest, leafGroup = h.settle, g
+	group := sym(0)
+	if hops := messages[last].hops; len(hops) > 0 {
+		best := 0
+		for i := range hops {
+			if hops[i].settle > hops[best].settle ||
+				hops[i].settle == hops[best].settle && e.syms.name(hops[i].group) < e.syms.name(hops[best].group) {
+				best = i
+			}
 		}
+		group = hops[best].group
 	}
-	path := []string{hopID(last.canonicalKey(&e.syms), leafGroup)}
-	for m, steps := last, 0; parents[m] != nil && steps < len(messages); m, steps = parents[m], steps+1 {
-		path = append(path, e.parentHopID(m, parents[m]))
+	path := []string{idString(e.hopHash(idents[last], group))}
+	for i, steps := last, 0; parents[i].message != nil && steps < len(messages); steps++ {
+		p := parents[i]
+		i = indexOf(messages, p.message)
+		path = append(path, idString(e.hopHash(idents[i], p.message.hops[p.hop].group)))
 	}
 	slices.Reverse(path)
 	return path

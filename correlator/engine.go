@@ -1,10 +1,7 @@
 package correlator
 
 import (
-	"strconv"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/flowtrace/flowtrace/model"
 )
@@ -41,12 +38,9 @@ type Engine struct {
 	deadLetter []destinationPattern
 
 	syms    symbols
-	aliases map[string]*message // identity → a member of the message's set
-	keys    map[string]*flow    // flow key → a member of the flow's set
-	// waiting maps the alias of a publishing span's parent, not yet seen, to
-	// the published message: when the parent shows up, the message's parent
-	// hop is known and its rows are rewritten.
-	waiting map[string]*message
+	hash    hasher
+	aliases map[uint64]*message // identity hash → a member of the message's set
+	keys    map[uint64]*flow    // flow key hash → a member of the flow's set
 	lists   [flowReleased]flowList
 
 	dirty   []*flow
@@ -59,7 +53,7 @@ type Engine struct {
 	stale int // map entries pointing at released flows, swept when many
 	stats Stats
 
-	aliasScratch []string
+	aliasScratch []uint64
 	rootScratch  []*message
 }
 
@@ -71,9 +65,9 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:     cfg.withDefaults(),
 		syms:    newSymbols(),
-		aliases: make(map[string]*message),
-		keys:    make(map[string]*flow),
-		waiting: make(map[string]*message),
+		hash:    newHasher(),
+		aliases: make(map[uint64]*message),
+		keys:    make(map[uint64]*flow),
 	}
 	for _, p := range cfg.RetryDestinations {
 		compiled, _ := compilePattern(p, true)
@@ -114,23 +108,29 @@ func (e *Engine) Add(now time.Time, ev *model.Event) {
 	if consumerSide && ev.MessageID == "" && len(ev.Links) > 1 {
 		// A batch: the event happened to each linked message on its own.
 		for _, link := range ev.Links {
-			e.aliasScratch = append(e.aliasScratch[:0], refAlias(link.TraceID, link.SpanID))
-			e.addTo(ev, kind, dest, attempt, e.aliasScratch, link.TraceID+"-"+link.SpanID)
+			e.aliasScratch = append(e.aliasScratch[:0], e.hash.strings(tagRef, link.TraceID, link.SpanID))
+			e.addTo(ev, kind, dest, attempt, e.aliasScratch, link.TraceID, link.SpanID)
 		}
 		return
 	}
-	aliases, minRef := e.identity(ev, consumerSide)
+	aliases, refTrace, refSpan := e.identity(ev, consumerSide)
 	if len(aliases) == 0 {
 		e.stats.EventsIgnored++
 		return
 	}
-	e.addTo(ev, kind, dest, attempt, aliases, minRef)
+	e.addTo(ev, kind, dest, attempt, aliases, refTrace, refSpan)
 }
 
-func (e *Engine) addTo(ev *model.Event, kind model.EventKind, dest string, attempt uint16, aliases []string, minRef string) {
+// addTo folds the event into the message its aliases name. refTrace and
+// refSpan are its smallest span reference, a candidate identity.
+func (e *Engine) addTo(ev *model.Event, kind model.EventKind, dest string, attempt uint16, aliases []uint64, refTrace, refSpan string) {
 	e.stats.EventsAdded++
 	m := e.resolve(aliases)
-	m.setIdentity(ev.MessageID, minRef, e.syms.intern(ev.System))
+	ref := ""
+	if ev.MessageID == "" && m.brokerID == "" && refTrace != "" {
+		ref = refTrace + "-" + refSpan
+	}
+	m.setIdentity(ev.MessageID, ref, e.syms.intern(ev.System))
 	e.observe(m, ev, kind, dest, attempt)
 	e.joinFlow(m, ev)
 }
@@ -162,24 +162,27 @@ func (e *Engine) normalize(ev *model.Event) (model.EventKind, string, uint16) {
 	return kind, dest, attempt
 }
 
-// identity lists the alias keys an event joins its message by (README,
-// "Messages"), and the smallest span reference among them.
-func (e *Engine) identity(ev *model.Event, consumerSide bool) ([]string, string) {
-	aliases := e.aliasScratch[:0]
-	minRef := ""
+// identity lists the hashes of the identities an event joins its message by
+// (README, "Messages"), and its smallest span reference.
+func (e *Engine) identity(ev *model.Event, consumerSide bool) (aliases []uint64, refTrace, refSpan string) {
+	aliases = e.aliasScratch[:0]
 	addRef := func(traceID, spanID string) {
 		if traceID == "" || spanID == "" {
 			return
 		}
-		aliases = append(aliases, refAlias(traceID, spanID))
-		if ref := traceID + "-" + spanID; minRef == "" || ref < minRef {
-			minRef = ref
+		aliases = append(aliases, e.hash.strings(tagRef, traceID, spanID))
+		if refTrace == "" || traceID < refTrace || traceID == refTrace && spanID < refSpan {
+			refTrace, refSpan = traceID, spanID
 		}
 	}
 	if ev.MessageID != "" {
-		aliases = append(aliases, "m"+ev.System+"\x00"+ev.MessageID)
+		aliases = append(aliases, e.hash.strings(tagBroker, ev.System, ev.MessageID))
 	}
-	addRef(ev.TraceID, ev.SpanID)
+	if !consumerSide || ev.MessageID == "" {
+		// A publishing span is what consumers link to; a consumer-side span
+		// without a message id is what its child spans join through.
+		addRef(ev.TraceID, ev.SpanID)
+	}
 	if consumerSide {
 		for _, link := range ev.Links {
 			addRef(link.TraceID, link.SpanID)
@@ -189,16 +192,12 @@ func (e *Engine) identity(ev *model.Event, consumerSide bool) ([]string, string)
 		}
 	}
 	e.aliasScratch = aliases
-	return aliases, minRef
-}
-
-func refAlias(traceID, spanID string) string {
-	return "s" + traceID + "-" + spanID
+	return aliases, refTrace, refSpan
 }
 
 // resolve finds the message the aliases name, merging messages that turn
 // out to be one, or starts a new one; it records every alias.
-func (e *Engine) resolve(aliases []string) *message {
+func (e *Engine) resolve(aliases []uint64) *message {
 	roots := e.rootScratch[:0]
 	for _, a := range aliases {
 		m, ok := e.aliases[a]
@@ -229,18 +228,8 @@ func (e *Engine) resolve(aliases []string) *message {
 	}
 	e.rootScratch = roots[:0]
 	for _, a := range aliases {
-		existing, ok := e.aliases[a]
-		if ok && existing.root() == m {
-			continue
-		}
-		e.aliases[a] = m
-		if child, ok := e.waiting[a]; ok {
-			delete(e.waiting, a)
-			child = child.root()
-			child.flags |= msgDirty
-			if f := rootFlow(child); f != nil && f.state != flowReleased {
-				e.markDirty(f)
-			}
+		if existing, ok := e.aliases[a]; !ok || existing.root() != m {
+			e.aliases[a] = m
 		}
 	}
 	return m
@@ -279,22 +268,17 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 		end = t + int64(max(ev.Duration, 0))
 	}
 	m.observeTimes(t, end)
-	m.observeFlowName(e.syms.intern(ev.FlowName), &e.syms)
+	m.flowName = smallerSym(m.flowName, e.syms.intern(ev.FlowName), &e.syms)
 	m.operation = smallerSym(m.operation, e.syms.intern(ev.Operation), &e.syms)
 	m.flags |= msgDirty
 	service, destination := e.syms.intern(ev.Service), e.syms.intern(dest)
+	var trace uint64
+	if ev.TraceID != "" {
+		trace = e.hash.strings(tagTrace, ev.TraceID, "")
+	}
 
 	if kind == model.EventPublish || kind == model.EventCallbackRequest {
-		parent := ""
-		if ev.TraceID != "" && ev.ParentSpanID != "" {
-			parent = refAlias(ev.TraceID, ev.ParentSpanID)
-		}
-		m.observePublish(t, max(attempt, 1), service, destination, parent, &e.syms)
-		if parent != "" {
-			if _, known := e.aliases[parent]; !known {
-				e.waiting[parent] = m
-			}
-		}
+		m.observePublish(t, max(attempt, 1), service, destination, trace, &e.syms)
 		return
 	}
 	if kind == model.EventDeadLetter || kind == model.EventExpire {
@@ -304,9 +288,7 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 			if kind == model.EventExpire {
 				flag = msgExpired
 			}
-			m.flags |= flag
-			m.groupless = max(m.groupless, t)
-			m.grouplessReason = smallerSym(m.grouplessReason, reason, &e.syms)
+			m.observeGroupless(flag, t, reason, &e.syms)
 			return
 		}
 		h := e.hopOf(m, e.syms.intern(ev.ConsumerGroup))
@@ -325,7 +307,7 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 		group = ev.Service
 	}
 	h := e.hopOf(m, e.syms.intern(group))
-	h.observeConsumer(service, destination, &e.syms)
+	h.observeConsumer(service, destination, trace, &e.syms)
 	h.observeAttempt(attempt)
 	switch kind {
 	case model.EventDeliver:
@@ -368,8 +350,8 @@ func (e *Engine) hopOf(m *message, group sym) *hop {
 // share a key, and marks the flow active.
 func (e *Engine) joinFlow(m *message, ev *model.Event) {
 	f := rootFlow(m)
-	join := func(k model.Key) {
-		key := flowKeyString(k)
+	join := func(kind, value string) {
+		key := e.hash.strings(tagKey, kind, value)
 		g, ok := e.keys[key]
 		if ok {
 			g = g.root()
@@ -384,7 +366,7 @@ func (e *Engine) joinFlow(m *message, ev *model.Event) {
 				e.attach(f, m)
 			}
 			e.keys[key] = f
-			f.keys = append(f.keys, k)
+			f.keys = append(f.keys, flowKey{kind: e.syms.intern(kind), value: value})
 		case f == nil:
 			f = g
 			e.attach(f, m)
@@ -393,11 +375,11 @@ func (e *Engine) joinFlow(m *message, ev *model.Event) {
 		}
 	}
 	if ev.TraceID != "" {
-		join(model.Key{Kind: "trace_id", Value: ev.TraceID})
+		join("trace_id", ev.TraceID)
 	}
 	for _, k := range ev.Keys {
 		if k.Value != "" {
-			join(k)
+			join(k.Kind, k.Value)
 		}
 	}
 	if f == nil {
@@ -405,11 +387,6 @@ func (e *Engine) joinFlow(m *message, ev *model.Event) {
 		e.attach(f, m)
 	}
 	e.touch(f)
-}
-
-// flowKeyString is a flow key's entry in the keys map.
-func flowKeyString(k model.Key) string {
-	return k.Kind + "\x00" + k.Value
 }
 
 func (e *Engine) newFlow() *flow {
@@ -574,11 +551,7 @@ func (e *Engine) sweep() {
 			delete(e.keys, key)
 		}
 	}
-	for key, m := range e.waiting {
-		if f := rootFlow(m.root()); f == nil || f.state == flowReleased {
-			delete(e.waiting, key)
-		}
-	}
+
 	e.stale = 0
 }
 
@@ -624,16 +597,6 @@ func (e *Engine) Flush() Changes {
 	out := e.out
 	e.out = Changes{}
 	return out
-}
-
-// hashID makes a short stable id.
-func hashID(parts ...string) string {
-	d := xxhash.New()
-	for _, p := range parts {
-		_, _ = d.WriteString(p)
-		_, _ = d.Write([]byte{0})
-	}
-	return strconv.FormatUint(d.Sum64(), 16)
 }
 
 func nanos(t time.Time) int64 {

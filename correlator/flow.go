@@ -1,13 +1,11 @@
 package correlator
 
-import "github.com/flowtrace/flowtrace/model"
-
 // flow is a set of messages joined by shared keys. Flows joined by a key form
 // a union-find set; parent is nil at the root, which holds the merged state.
 type flow struct {
 	parent   *flow
 	messages []*message // may hold messages since merged into others: skip non-roots
-	keys     []model.Key
+	keys     []flowKey
 
 	firstSeen    int64 // processing time first seen
 	lastActivity int64 // processing time of the last event
@@ -17,7 +15,14 @@ type flow struct {
 	prev, next *flow
 
 	flags     flowFlags
-	emittedID string // id of the last emitted version, "" before the first
+	emittedID uint64 // id hash of the last emitted version, 0 before the first
+}
+
+// flowKey is one of a flow's keys: a trace id, a correlation id, a
+// business key.
+type flowKey struct {
+	kind  sym
+	value string
 }
 
 type flowState uint8

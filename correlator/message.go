@@ -11,38 +11,44 @@ import "github.com/flowtrace/flowtrace/model"
 // at the set's root, which holds the merged state.
 type message struct {
 	parent *message
-	flow   *flow // at a root: its flow (resolve with find)
+	flow   *flow // at a root: its flow (resolve with root)
 
-	// Identity. brokerID is the broker's message id; minRef the smallest span
-	// reference seen, the identity when the broker gave none.
+	// Identity: the broker's message id, else the smallest span reference
+	// ("<trace>-<span>"), kept only while no broker id is known.
 	brokerID string
 	minRef   string
 	system   sym
 
-	// Publish side, from the publish with the lowest attempt.
-	publish    int64 // ns, 0 = not observed
-	pubAttempt uint16
+	// Publish side, from the publish with the lowest attempt (then the
+	// earliest, then the smallest producer).
 	producer   sym
 	pubDest    sym
-	pubParent  string // alias key of the publishing span's parent, for the parent hop
+	pubAttempt uint16
+	flags      msgFlags
+	operation  sym // smallest operation (task name)
+	flowName   sym // smallest flow-name hint
+	publish    int64
+	pubTrace   uint64 // hash of the publishing span's trace, to find the parent hop
 
-	operation sym   // smallest operation (task name)
-	flowName  sym   // smallest flow-name hint
 	minTime   int64 // earliest event time
 	maxTime   int64 // latest event time (process ends included)
-
 	firstSeen int64 // processing time the message was first seen
 
-	// Dead-letter and expire events that named no group: when and why.
-	groupless       int64
-	grouplessReason sym
+	hops []hop // one per consumer group; none while nobody received it
 
-	flags msgFlags
-	hops  []hop // one per consumer group; none while nobody received it
+	// Hashes of what was last emitted, to retire rows whose ids changed and
+	// to rewrite hops whose parent changed.
+	emittedKey    uint64
+	emittedFlow   uint64
+	emittedParent uint64
 
-	// What was last emitted, to retire rows whose ids changed.
-	emittedKey  string // canonical identity of the last emitted hops
-	emittedFlow string // flow id of the last emitted hops
+	// groupless holds dead-letter and expire events that named no group.
+	groupless *grouplessEnd
+}
+
+type grouplessEnd struct {
+	time   int64
+	reason sym
 }
 
 type msgFlags uint8
@@ -61,10 +67,11 @@ type hop struct {
 	consumer     sym
 	dest         sym
 	reason       sym
-	deliver      int64 // earliest delivery, 0 = not observed
-	processStart int64 // earliest process start, 0 = not observed
-	settle       int64 // latest settlement
-	processing   int64 // duration of the process with the highest attempt
+	deliver      int64  // earliest delivery, 0 = not observed
+	processStart int64  // earliest process start, 0 = not observed
+	settle       int64  // latest settlement
+	processing   int64  // duration of the process with the highest attempt
+	trace        uint64 // smallest hash of the consumer side's traces
 	attempts     uint16
 	procAttempt  uint16
 	flags        hopFlags
@@ -94,16 +101,8 @@ func (m *message) root() *message {
 	return r
 }
 
-// canonicalKey is the message's identity: the broker's id, else the
-// smallest span reference.
-func (m *message) canonicalKey(syms *symbols) string {
-	if m.brokerID != "" {
-		return syms.name(m.system) + "/" + m.brokerID
-	}
-	return syms.name(m.system) + "/" + m.minRef
-}
-
-// canonicalID is the identity as Hop.MessageID shows it.
+// canonicalID is the message's identity as Hop.MessageID shows it: the
+// broker's id, else the smallest span reference.
 func (m *message) canonicalID() string {
 	if m.brokerID != "" {
 		return m.brokerID
@@ -117,45 +116,11 @@ func (m *message) hopFor(group sym) *hop {
 			return &m.hops[i]
 		}
 	}
+	if m.hops == nil {
+		m.hops = make([]hop, 0, 1)
+	}
 	m.hops = append(m.hops, hop{group: group})
 	return &m.hops[len(m.hops)-1]
-}
-
-// setIdentity records identities in a deterministic way: the smallest wins.
-func (m *message) setIdentity(brokerID, ref string, system sym) {
-	if brokerID != "" && (m.brokerID == "" || brokerID < m.brokerID) {
-		m.brokerID = brokerID
-	}
-	if ref != "" && (m.minRef == "" || ref < m.minRef) {
-		m.minRef = ref
-	}
-	if m.system == 0 {
-		m.system = system
-	}
-}
-
-// observePublish folds a publish in: the one with the lowest attempt, then
-// the earliest, then the smallest producer, sets the publish side.
-func (m *message) observePublish(time int64, attempt uint16, producer, dest sym, parent string, syms *symbols) {
-	better := m.publish == 0 ||
-		attempt < m.pubAttempt ||
-		attempt == m.pubAttempt && time < m.publish ||
-		attempt == m.pubAttempt && time == m.publish && syms.name(producer) < syms.name(m.producer)
-	if !better {
-		return
-	}
-	m.publish, m.pubAttempt, m.producer, m.pubDest, m.pubParent = time, attempt, producer, dest, parent
-}
-
-func (m *message) observeTimes(start, end int64) {
-	if start != 0 && (m.minTime == 0 || start < m.minTime) {
-		m.minTime = start
-	}
-	m.maxTime = max(m.maxTime, end)
-}
-
-func (m *message) observeFlowName(name sym, syms *symbols) {
-	m.flowName = smallerSym(m.flowName, name, syms)
 }
 
 // hopCount is how many hops the message stands for: a pending one until a
@@ -164,21 +129,61 @@ func (m *message) hopCount() int {
 	return max(len(m.hops), 1)
 }
 
+// setIdentity records identities deterministically: the smallest wins, and
+// a broker id makes span references moot.
+func (m *message) setIdentity(brokerID, ref string, system sym) {
+	if brokerID != "" && (m.brokerID == "" || brokerID < m.brokerID) {
+		m.brokerID = brokerID
+	}
+	if m.brokerID != "" {
+		m.minRef = ""
+	} else if ref != "" && (m.minRef == "" || ref < m.minRef) {
+		m.minRef = ref
+	}
+	if m.system == 0 {
+		m.system = system
+	}
+}
+
+// observePublish folds a publish in; see the message's doc for which wins.
+func (m *message) observePublish(time int64, attempt uint16, producer, dest sym, trace uint64, syms *symbols) {
+	better := m.publish == 0 ||
+		attempt < m.pubAttempt ||
+		attempt == m.pubAttempt && time < m.publish ||
+		attempt == m.pubAttempt && time == m.publish && syms.name(producer) < syms.name(m.producer)
+	if better {
+		m.publish, m.pubAttempt, m.producer, m.pubDest, m.pubTrace = time, attempt, producer, dest, trace
+	}
+}
+
+func (m *message) observeTimes(start, end int64) {
+	m.minTime = minNonZero(m.minTime, start)
+	m.maxTime = max(m.maxTime, end)
+}
+
+func (m *message) observeGroupless(flag msgFlags, time int64, reason sym, syms *symbols) {
+	m.flags |= flag
+	if m.groupless == nil {
+		m.groupless = &grouplessEnd{}
+	}
+	m.groupless.time = max(m.groupless.time, time)
+	m.groupless.reason = smallerSym(m.groupless.reason, reason, syms)
+}
+
 // absorb merges other (a root being joined to m) into m.
 func (m *message) absorb(other *message, syms *symbols) {
 	m.setIdentity(other.brokerID, other.minRef, other.system)
 	if other.publish != 0 {
-		m.observePublish(other.publish, other.pubAttempt, other.producer, other.pubDest, other.pubParent, syms)
+		m.observePublish(other.publish, other.pubAttempt, other.producer, other.pubDest, other.pubTrace, syms)
 	}
-	m.observeFlowName(other.flowName, syms)
+	m.flowName = smallerSym(m.flowName, other.flowName, syms)
 	m.operation = smallerSym(m.operation, other.operation, syms)
-	m.groupless = max(m.groupless, other.groupless)
-	m.grouplessReason = smallerSym(m.grouplessReason, other.grouplessReason, syms)
 	m.observeTimes(other.minTime, other.maxTime)
-	if m.firstSeen == 0 || other.firstSeen != 0 && other.firstSeen < m.firstSeen {
-		m.firstSeen = other.firstSeen
+	m.firstSeen = minNonZero(m.firstSeen, other.firstSeen)
+	if g := other.groupless; g != nil {
+		m.observeGroupless(other.flags&(msgDeadLettered|msgExpired), g.time, g.reason, syms)
 	}
-	m.flags |= other.flags & (msgDeadLettered | msgExpired | msgPendingStuck)
+	m.flags |= other.flags & msgPendingStuck
 	for i := range other.hops {
 		m.hopFor(other.hops[i].group).absorb(&other.hops[i], syms)
 	}
@@ -193,6 +198,13 @@ func minNonZero(a, b int64) int64 {
 	return a
 }
 
+func minNonZeroHash(a, b uint64) uint64 {
+	if a == 0 || b != 0 && b < a {
+		return b
+	}
+	return a
+}
+
 func smallerSym(a, b sym, syms *symbols) sym {
 	if a == 0 || b != 0 && syms.name(b) < syms.name(a) {
 		return b
@@ -200,9 +212,10 @@ func smallerSym(a, b sym, syms *symbols) sym {
 	return a
 }
 
-func (h *hop) observeConsumer(consumer, dest sym, syms *symbols) {
+func (h *hop) observeConsumer(consumer, dest sym, trace uint64, syms *symbols) {
 	h.consumer = smallerSym(h.consumer, consumer, syms)
 	h.dest = smallerSym(h.dest, dest, syms)
+	h.trace = minNonZeroHash(h.trace, trace)
 }
 
 func (h *hop) observeAttempt(attempt uint16) {
@@ -221,7 +234,7 @@ func (h *hop) observeReason(reason sym, syms *symbols) {
 }
 
 func (h *hop) absorb(other *hop, syms *symbols) {
-	h.observeConsumer(other.consumer, other.dest, syms)
+	h.observeConsumer(other.consumer, other.dest, other.trace, syms)
 	h.observeReason(other.reason, syms)
 	h.deliver = minNonZero(h.deliver, other.deliver)
 	h.settle = max(h.settle, other.settle)
