@@ -9,7 +9,7 @@ import (
 
 // checkpointFormat changes whenever the snapshot's shape does; a checkpoint
 // of another format is refused rather than misread.
-const checkpointFormat = 2
+const checkpointFormat = 3
 
 // snapshot is the engine's state in a form gob can write. Union-find sets are
 // flattened to their roots; released flows are left out.
@@ -37,33 +37,32 @@ type flowKeySnapshot struct {
 }
 
 type messageSnapshot struct {
-	Aliases                                []uint64 // identity hashes that name it
-	BrokerID, MinRef                       string
-	System                                 sym
-	Publish                                int64
-	PubAttempt                             uint16
-	Producer, PubDest                      sym
-	PubTrace                               uint64
-	Operation, FlowName                    sym
-	MinTime, MaxTime                       int64
-	FirstSeen                              int64
-	Groupless                              *grouplessSnapshot
-	Flags                                  msgFlags
-	EmittedKey, EmittedFlow, EmittedParent uint64
-	Hops                                   []hopSnapshot
+	Aliases                 []uint64 // identity hashes that name it
+	BrokerID                string
+	System                  sym
+	Producer, PubDest       sym
+	PubAttempt              uint16
+	Flags                   msgFlags
+	PubTrace, EmittedParent uint32
+	Publish                 int64
+	Extra                   *extraSnapshot
+	Hops                    []hopSnapshot
 }
 
-type grouplessSnapshot struct {
-	Time   int64
-	Reason sym
+type extraSnapshot struct {
+	MinRef                string
+	Operation, FlowName   sym
+	Groupless             int64
+	GrouplessReason       sym
+	ReasonGroups, Reasons []sym
 }
 
 type hopSnapshot struct {
-	Group, Consumer, Dest, Reason             sym
-	Deliver, ProcessStart, Settle, Processing int64
-	Trace                                     uint64
-	Attempts, ProcAttempt                     uint16
-	Flags                                     hopFlags
+	Group, Consumer, Dest       sym
+	Trace                       uint32
+	Attempts, ProcAttempt       uint16
+	Flags                       hopFlags
+	Deliver, Settle, Processing int64
 }
 
 // Checkpoint writes the engine's state. Call it from the goroutine that owns
@@ -100,19 +99,22 @@ func (e *Engine) Checkpoint(w io.Writer) error {
 
 func snapshotMessage(m *message, aliases []uint64) messageSnapshot {
 	ms := messageSnapshot{
-		Aliases: aliases, BrokerID: m.brokerID, MinRef: m.minRef, System: m.system,
-		Publish: m.publish, PubAttempt: m.pubAttempt, Producer: m.producer, PubDest: m.pubDest, PubTrace: m.pubTrace,
-		Operation: m.operation, FlowName: m.flowName, MinTime: m.minTime, MaxTime: m.maxTime, FirstSeen: m.firstSeen,
-		Flags: m.flags &^ msgDirty, EmittedKey: m.emittedKey, EmittedFlow: m.emittedFlow, EmittedParent: m.emittedParent,
+		Aliases: aliases, BrokerID: m.brokerID, System: m.system, Producer: m.producer, PubDest: m.pubDest,
+		PubAttempt: m.pubAttempt, Flags: m.flags &^ msgDirty, PubTrace: m.pubTrace, EmittedParent: m.emittedParent,
+		Publish: m.publish,
 	}
-	if g := m.groupless; g != nil {
-		ms.Groupless = &grouplessSnapshot{Time: g.time, Reason: g.reason}
+	if x := m.extra; x != nil {
+		xs := &extraSnapshot{MinRef: x.minRef, Operation: x.operation, FlowName: x.flowName, Groupless: x.groupless, GrouplessReason: x.grouplessReason}
+		for _, r := range x.reasons {
+			xs.ReasonGroups = append(xs.ReasonGroups, r.group)
+			xs.Reasons = append(xs.Reasons, r.reason)
+		}
+		ms.Extra = xs
 	}
 	for _, h := range m.hops {
 		ms.Hops = append(ms.Hops, hopSnapshot{
-			Group: h.group, Consumer: h.consumer, Dest: h.dest, Reason: h.reason, Deliver: h.deliver,
-			ProcessStart: h.processStart, Settle: h.settle, Processing: h.processing, Trace: h.trace, Attempts: h.attempts,
-			ProcAttempt: h.procAttempt, Flags: h.flags,
+			Group: h.group, Consumer: h.consumer, Dest: h.dest, Trace: h.trace, Attempts: h.attempts,
+			ProcAttempt: h.procAttempt, Flags: h.flags, Deliver: h.deliver, Settle: h.settle, Processing: h.processing,
 		})
 	}
 	return ms
@@ -169,30 +171,32 @@ func (e *Engine) Restore(r io.Reader) error {
 			e.keys[e.hash.strings(tagKey, e.syms.name(k.Kind), k.Value)] = f
 		}
 		for _, ms := range fs.Messages {
-			if !valid(ms.System, ms.Producer, ms.PubDest, ms.Operation, ms.FlowName) {
+			if !valid(ms.System, ms.Producer, ms.PubDest) {
 				return errors.New("read checkpoint: symbol out of range")
 			}
 			m := &message{
-				flow: f, brokerID: ms.BrokerID, minRef: ms.MinRef, system: ms.System, publish: ms.Publish,
-				pubAttempt: ms.PubAttempt, producer: ms.Producer, pubDest: ms.PubDest, pubTrace: ms.PubTrace,
-				operation: ms.Operation, flowName: ms.FlowName, minTime: ms.MinTime, maxTime: ms.MaxTime,
-				firstSeen: ms.FirstSeen, flags: ms.Flags, emittedKey: ms.EmittedKey, emittedFlow: ms.EmittedFlow,
-				emittedParent: ms.EmittedParent,
+				flow: f, brokerID: ms.BrokerID, system: ms.System, producer: ms.Producer, pubDest: ms.PubDest,
+				pubAttempt: ms.PubAttempt, flags: ms.Flags, pubTrace: ms.PubTrace, emittedParent: ms.EmittedParent,
+				publish: ms.Publish,
 			}
-			if g := ms.Groupless; g != nil {
-				if !valid(g.Reason) {
-					return errors.New("read checkpoint: symbol out of range")
+			if xs := ms.Extra; xs != nil {
+				if !valid(xs.Operation, xs.FlowName, xs.GrouplessReason) || !valid(xs.ReasonGroups...) ||
+					!valid(xs.Reasons...) || len(xs.Reasons) != len(xs.ReasonGroups) {
+					return errors.New("read checkpoint: bad message extra")
 				}
-				m.groupless = &grouplessEnd{time: g.Time, reason: g.Reason}
+				x := &messageExtra{minRef: xs.MinRef, operation: xs.Operation, flowName: xs.FlowName, groupless: xs.Groupless, grouplessReason: xs.GrouplessReason}
+				for i := range xs.Reasons {
+					x.reasons = append(x.reasons, hopReason{group: xs.ReasonGroups[i], reason: xs.Reasons[i]})
+				}
+				m.extra = x
 			}
 			for _, hs := range ms.Hops {
-				if !valid(hs.Group, hs.Consumer, hs.Dest, hs.Reason) {
+				if !valid(hs.Group, hs.Consumer, hs.Dest) {
 					return errors.New("read checkpoint: symbol out of range")
 				}
 				m.hops = append(m.hops, hop{
-					group: hs.Group, consumer: hs.Consumer, dest: hs.Dest, reason: hs.Reason, deliver: hs.Deliver,
-					processStart: hs.ProcessStart, settle: hs.Settle, processing: hs.Processing, trace: hs.Trace, attempts: hs.Attempts,
-					procAttempt: hs.ProcAttempt, flags: hs.Flags,
+					group: hs.Group, consumer: hs.Consumer, dest: hs.Dest, trace: hs.Trace, attempts: hs.Attempts,
+					procAttempt: hs.ProcAttempt, flags: hs.Flags, deliver: hs.Deliver, settle: hs.Settle, processing: hs.Processing,
 				})
 			}
 			f.messages = append(f.messages, m)

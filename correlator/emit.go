@@ -32,16 +32,50 @@ func (e *Engine) hopHash(ident uint64, group sym) uint64 {
 	return e.hash.withNumber(tagHop, ident, e.syms.name(group))
 }
 
-// retireMessageRows emits tombstones for every hop row the message emitted,
-// before its identity or flow changes.
-func (e *Engine) retireMessageRows(m *message) {
-	if m.emittedKey == 0 {
+// hasRows reports whether the message has emitted hop rows.
+func hasRows(m *message) bool {
+	if m.flags&msgPendingEmitted != 0 {
+		return true
+	}
+	for i := range m.hops {
+		if m.hops[i].flags&hopEmitted != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// identityWouldChange reports whether setIdentity with these values would
+// change the message's canonical identity.
+func identityWouldChange(m *message, brokerID, ref string, system sym) bool {
+	if m.system == 0 && system != 0 {
+		return true
+	}
+	if brokerID != "" {
+		return m.brokerID == "" || brokerID < m.brokerID
+	}
+	return ref != "" && m.brokerID == "" && (m.extra == nil || m.extra.minRef == "" || ref < m.extra.minRef)
+}
+
+// retireRows emits tombstones for the hop rows the message emitted, before
+// its identity or its flow changes. Rows stand under the message's current
+// identity and its flow's last emitted id: every change of either retires
+// them first.
+func (e *Engine) retireRows(m *message) {
+	if f := rootFlow(m); f != nil {
+		e.retireRowsIn(m, f)
+	}
+}
+
+func (e *Engine) retireRowsIn(m *message, f *flow) {
+	if !hasRows(m) {
 		return
 	}
+	ident, flowID := e.identHash(m), idString(f.emittedID)
 	tombstone := func(group sym) {
 		e.out.Hops = append(e.out.Hops, model.Hop{
-			FlowID: idString(m.emittedFlow), HopID: idString(e.hopHash(m.emittedKey, group)),
-			Version: e.nextVersion(), FirstSeen: fromNanos(m.firstSeen), Deleted: true,
+			FlowID: flowID, HopID: idString(e.hopHash(ident, group)),
+			Version: e.nextVersion(), FirstSeen: fromNanos(f.firstSeen), Deleted: true,
 		})
 	}
 	if m.flags&msgPendingEmitted != 0 {
@@ -54,7 +88,8 @@ func (e *Engine) retireMessageRows(m *message) {
 			m.hops[i].flags &^= hopEmitted
 		}
 	}
-	m.emittedKey, m.emittedFlow, m.emittedParent = 0, 0, 0
+	m.emittedParent = 0
+	m.flags |= msgDirty
 }
 
 // retireFlowRow emits a tombstone for the flow's last emitted id.
@@ -97,23 +132,26 @@ func (e *Engine) emitFlow(f *flow) {
 	root := rootMessage(messages, idents, parents)
 	id := e.hash.withNumber(tagFlow, idents[root], "")
 	if f.emittedID != 0 && f.emittedID != id {
+		for _, m := range messages {
+			e.retireRowsIn(m, f)
+		}
 		e.retireFlowRow(f)
-		f.flags |= flowRekeyed
 	}
-	rekeyed := f.flags&flowRekeyed != 0
 	f.flags &^= flowRekeyed
 
 	flowID := idString(id)
 	var sum flowSummary
 	name := ""
 	for i, m := range messages {
-		parent := uint64(0)
+		var parent uint64
 		if p := parents[i]; p.message != nil {
 			parent = e.hopHash(idents[indexOf(messages, p.message)], p.message.hops[p.hop].group)
 		}
-		e.emitMessage(m, idents[i], id, flowID, parent, rekeyed, &sum)
-		if n := e.syms.name(m.flowName); n != "" && (name == "" || n < name) {
-			name = n
+		e.emitMessage(m, f, idents[i], flowID, parent, &sum)
+		if m.extra != nil {
+			if n := e.syms.name(m.extra.flowName); n != "" && (name == "" || n < name) {
+				name = n
+			}
 		}
 	}
 	if name == "" {
@@ -200,13 +238,13 @@ func betterParent(child *message, h *hop, ident uint64, than hop, thanIdent uint
 	if matchA != matchB {
 		return matchA
 	}
-	beforeA := h.deliverTime() != 0 && h.deliverTime() <= child.publish
-	beforeB := than.deliverTime() != 0 && than.deliverTime() <= child.publish
+	beforeA := h.deliver != 0 && h.deliver <= child.publish
+	beforeB := than.deliver != 0 && than.deliver <= child.publish
 	if beforeA != beforeB {
 		return beforeA
 	}
-	if h.deliverTime() != than.deliverTime() {
-		return h.deliverTime() > than.deliverTime()
+	if h.deliver != than.deliver {
+		return h.deliver > than.deliver
 	}
 	return ident < thanIdent
 }
@@ -220,20 +258,13 @@ func rootMessage(messages []*message, idents []uint64, parents []parentHop) int 
 			if pass == 0 && parents[i].message != nil {
 				continue
 			}
-			if best < 0 || startOf(m) < startOf(messages[best]) ||
-				startOf(m) == startOf(messages[best]) && idents[i] < idents[best] {
+			if best < 0 || m.start() < messages[best].start() ||
+				m.start() == messages[best].start() && idents[i] < idents[best] {
 				best = i
 			}
 		}
 	}
 	return best
-}
-
-func startOf(m *message) int64 {
-	if m.publish != 0 {
-		return m.publish
-	}
-	return m.minTime
 }
 
 // rootName names a flow after its root hop: "<producer> <destination>".
@@ -254,37 +285,36 @@ func (e *Engine) rootName(root *message) string {
 
 // emitMessage emits the message's hops when they changed and adds them to
 // the flow's summary.
-func (e *Engine) emitMessage(m *message, ident, flow uint64, flowID string, parent uint64, rekeyed bool, sum *flowSummary) {
-	if m.emittedKey != 0 && (m.emittedKey != ident || m.emittedFlow != flow) {
-		e.retireMessageRows(m)
-		rekeyed = true
+func (e *Engine) emitMessage(m *message, f *flow, ident uint64, flowID string, parent uint64, sum *flowSummary) {
+	parent32 := uint32(parent) | 1
+	if parent == 0 {
+		parent32 = 0
 	}
-	emit := rekeyed || m.flags&msgDirty != 0 || m.emittedKey == 0 || m.emittedParent != parent
+	emit := m.flags&msgDirty != 0 || !hasRows(m) || m.emittedParent != parent32
 	m.flags &^= msgDirty
 
-	if s := startOf(m); s != 0 && (sum.start == 0 || s < sum.start) {
+	if s := m.start(); s != 0 && (sum.start == 0 || s < sum.start) {
 		sum.start = s
 	}
-	sum.end = max(sum.end, m.maxTime)
+	sum.end = max(sum.end, m.end())
 
 	var base model.Hop
+	groupless, grouplessReason := m.grouplessEnd()
 	if emit {
 		base = model.Hop{
 			FlowID:      flowID,
-			FirstSeen:   fromNanos(m.firstSeen),
+			FirstSeen:   fromNanos(f.firstSeen),
 			System:      e.syms.name(m.system),
 			Producer:    e.syms.name(m.producer),
-			Operation:   e.syms.name(m.operation),
 			MessageID:   m.canonicalID(),
 			PublishTime: fromNanos(m.publish),
+		}
+		if m.extra != nil {
+			base.Operation = e.syms.name(m.extra.operation)
 		}
 		if parent != 0 {
 			base.ParentHopID = idString(parent)
 		}
-	}
-	var groupless grouplessEnd
-	if m.groupless != nil {
-		groupless = *m.groupless
 	}
 	if len(m.hops) == 0 {
 		outcome := pendingOutcome(m)
@@ -293,9 +323,9 @@ func (e *Engine) emitMessage(m *message, ident, flow uint64, flowID string, pare
 			h := base
 			h.HopID, h.Version = idString(e.hopHash(ident, 0)), e.nextVersion()
 			h.Destination = e.syms.name(m.pubDest)
-			h.Outcome, h.Reason = outcome, e.syms.name(groupless.reason)
+			h.Outcome, h.Reason = outcome, e.syms.name(grouplessReason)
 			if settled(outcome) {
-				h.SettleTime = fromNanos(groupless.time)
+				h.SettleTime = fromNanos(groupless)
 			}
 			e.out.Hops = append(e.out.Hops, h)
 			m.flags |= msgPendingEmitted
@@ -303,8 +333,8 @@ func (e *Engine) emitMessage(m *message, ident, flow uint64, flowID string, pare
 	} else if m.flags&msgPendingEmitted != 0 {
 		// Someone received it: the pending hop gives way to the real ones.
 		e.out.Hops = append(e.out.Hops, model.Hop{
-			FlowID: idString(m.emittedFlow), HopID: idString(e.hopHash(m.emittedKey, 0)),
-			Version: e.nextVersion(), FirstSeen: fromNanos(m.firstSeen), Deleted: true,
+			FlowID: flowID, HopID: idString(e.hopHash(ident, 0)),
+			Version: e.nextVersion(), FirstSeen: fromNanos(f.firstSeen), Deleted: true,
 		})
 		m.flags &^= msgPendingEmitted
 	}
@@ -322,21 +352,21 @@ func (e *Engine) emitMessage(m *message, ident, flow uint64, flowID string, pare
 			row.Destination = e.syms.name(m.pubDest)
 		}
 		row.Consumer, row.ConsumerGroup = e.syms.name(h.consumer), e.syms.name(h.group)
-		row.DeliverTime = fromNanos(h.deliverTime())
+		row.DeliverTime = fromNanos(h.deliver)
 		settle := h.settle
 		if outcome == model.HopDeadLettered || outcome == model.HopExpired {
-			settle = max(settle, groupless.time)
+			settle = max(settle, groupless)
 		}
 		row.SettleTime = fromNanos(settle)
-		if d := h.deliverTime(); d != 0 && m.publish != 0 {
-			row.QueueWait = time.Duration(d - m.publish)
+		if h.deliver != 0 && m.publish != 0 {
+			row.QueueWait = time.Duration(h.deliver - m.publish)
 		}
 		row.Processing = time.Duration(h.processing)
 		row.Attempts = h.attempts
 		row.Outcome = outcome
-		row.Reason = e.syms.name(h.reason)
+		row.Reason = e.syms.name(m.reason(h.group))
 		if row.Reason == "" && (outcome == model.HopDeadLettered || outcome == model.HopExpired) {
-			row.Reason = e.syms.name(groupless.reason)
+			row.Reason = e.syms.name(grouplessReason)
 		}
 		if settled(outcome) && h.flags&hopCounted == 0 {
 			row.Counted = true
@@ -346,7 +376,7 @@ func (e *Engine) emitMessage(m *message, ident, flow uint64, flowID string, pare
 		e.out.Hops = append(e.out.Hops, row)
 	}
 	if emit {
-		m.emittedKey, m.emittedFlow, m.emittedParent = ident, flow, parent
+		m.emittedParent = parent32
 	}
 }
 
@@ -408,9 +438,10 @@ func (e *Engine) flowKeys(f *flow, messages []*message) []model.Key {
 // ended last, following parent hops.
 func (e *Engine) criticalPath(messages []*message, idents []uint64, parents []parentHop) []string {
 	last := 0
+	lastEnd := messages[0].end()
 	for i, m := range messages {
-		if m.maxTime > messages[last].maxTime || m.maxTime == messages[last].maxTime && idents[i] < idents[last] {
-			last = i
+		if end := m.end(); end > lastEnd || end == lastEnd && idents[i] < idents[last] {
+			last, lastEnd = i, end
 		}
 	}
 	group := sym(0)

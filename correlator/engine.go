@@ -130,7 +130,11 @@ func (e *Engine) addTo(ev *model.Event, kind model.EventKind, dest string, attem
 	if ev.MessageID == "" && m.brokerID == "" && refTrace != "" {
 		ref = refTrace + "-" + refSpan
 	}
-	m.setIdentity(ev.MessageID, ref, e.syms.intern(ev.System))
+	system := e.syms.intern(ev.System)
+	if hasRows(m) && identityWouldChange(m, ev.MessageID, ref, system) {
+		e.retireRows(m)
+	}
+	m.setIdentity(ev.MessageID, ref, system)
 	e.observe(m, ev, kind, dest, attempt)
 	e.joinFlow(m, ev)
 }
@@ -218,7 +222,7 @@ func (e *Engine) resolve(aliases []uint64) *message {
 	}
 	var m *message
 	if len(roots) == 0 {
-		m = &message{firstSeen: e.now}
+		m = &message{}
 		e.hops++
 	} else {
 		m = roots[0]
@@ -238,7 +242,8 @@ func (e *Engine) resolve(aliases []uint64) *message {
 // mergeMessages folds the root other into the root m, retiring the rows
 // other emitted under its old identity.
 func (e *Engine) mergeMessages(m, other *message) {
-	e.retireMessageRows(other)
+	e.retireRows(m)
+	e.retireRows(other)
 	e.hops -= m.hopCount() + other.hopCount()
 	m.absorb(other, &e.syms)
 	e.hops += m.hopCount()
@@ -267,14 +272,12 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 	if kind == model.EventProcess || kind == model.EventCallbackReceive {
 		end = t + int64(max(ev.Duration, 0))
 	}
-	m.observeTimes(t, end)
-	m.flowName = smallerSym(m.flowName, e.syms.intern(ev.FlowName), &e.syms)
-	m.operation = smallerSym(m.operation, e.syms.intern(ev.Operation), &e.syms)
+	m.observeOperation(e.syms.intern(ev.Operation), e.syms.intern(ev.FlowName), &e.syms)
 	m.flags |= msgDirty
 	service, destination := e.syms.intern(ev.Service), e.syms.intern(dest)
-	var trace uint64
+	var trace uint32
 	if ev.TraceID != "" {
-		trace = e.hash.strings(tagTrace, ev.TraceID, "")
+		trace = uint32(e.hash.strings(tagTrace, ev.TraceID, "")) | 1
 	}
 
 	if kind == model.EventPublish || kind == model.EventCallbackRequest {
@@ -298,7 +301,7 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 		}
 		h.flags |= flag
 		h.settle = max(h.settle, t)
-		h.observeReason(reason, &e.syms)
+		m.observeReason(h.group, reason, &e.syms)
 		return
 	}
 
@@ -319,7 +322,7 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 		h.observeProcess(t, end-t, max(attempt, 1))
 		if ev.Outcome == "error" {
 			h.flags |= hopRetrying
-			h.observeReason(e.syms.intern(ev.Reason), &e.syms)
+			m.observeReason(h.group, e.syms.intern(ev.Reason), &e.syms)
 		} else {
 			h.flags |= hopAcked
 			h.settle = max(h.settle, end)
@@ -331,7 +334,7 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 			h.flags |= hopRetrying
 		case "reject", "term":
 			h.flags |= hopRejected
-			h.observeReason(e.syms.intern(ev.Reason), &e.syms)
+			m.observeReason(h.group, e.syms.intern(ev.Reason), &e.syms)
 		default:
 			h.flags |= hopAcked
 		}
@@ -406,6 +409,11 @@ func (e *Engine) attach(f *flow, m *message) {
 func (e *Engine) unionFlows(a, b *flow) *flow {
 	if len(a.messages)+len(a.keys) < len(b.messages)+len(b.keys) {
 		a, b = b, a
+	}
+	for _, m := range b.messages {
+		if m.parent == nil {
+			e.retireRowsIn(m, b)
+		}
 	}
 	e.retireFlowRow(b)
 	b.parent = a

@@ -9,14 +9,14 @@ import "github.com/flowtrace/flowtrace/model"
 //
 // Messages joined by a shared identity form a union-find set; parent is nil
 // at the set's root, which holds the merged state.
+//
+// The layout is kept to 96 bytes (and a hop to 48): a million in-flight hops
+// should cost well under 200 MB. What most messages lack lives in extra.
 type message struct {
 	parent *message
 	flow   *flow // at a root: its flow (resolve with root)
 
-	// Identity: the broker's message id, else the smallest span reference
-	// ("<trace>-<span>"), kept only while no broker id is known.
-	brokerID string
-	minRef   string
+	brokerID string // the broker's message id, the identity when known
 	system   sym
 
 	// Publish side, from the publish with the lowest attempt (then the
@@ -25,30 +25,30 @@ type message struct {
 	pubDest    sym
 	pubAttempt uint16
 	flags      msgFlags
-	operation  sym // smallest operation (task name)
-	flowName   sym // smallest flow-name hint
-	publish    int64
-	pubTrace   uint64 // hash of the publishing span's trace, to find the parent hop
+	pubTrace   uint32 // hash of the publishing span's trace, to find the parent hop
+	// emittedParent is the hash of the parent hop id last emitted, to rewrite
+	// the hops when it changes.
+	emittedParent uint32
+	publish       int64
 
-	minTime   int64 // earliest event time
-	maxTime   int64 // latest event time (process ends included)
-	firstSeen int64 // processing time the message was first seen
-
-	hops []hop // one per consumer group; none while nobody received it
-
-	// Hashes of what was last emitted, to retire rows whose ids changed and
-	// to rewrite hops whose parent changed.
-	emittedKey    uint64
-	emittedFlow   uint64
-	emittedParent uint64
-
-	// groupless holds dead-letter and expire events that named no group.
-	groupless *grouplessEnd
+	extra *messageExtra
+	hops  []hop // one per consumer group; none while nobody received it
 }
 
-type grouplessEnd struct {
-	time   int64
-	reason sym
+// messageExtra holds what few messages have.
+type messageExtra struct {
+	minRef    string // smallest span reference "<trace>-<span>", the identity without a broker id
+	operation sym    // smallest operation (task name)
+	flowName  sym    // smallest flow-name hint
+	// Dead-letter and expire events that named no group: the latest time and
+	// the smallest reason.
+	groupless       int64
+	grouplessReason sym
+	reasons         []hopReason // per group: the smallest dead-letter, reject or error reason
+}
+
+type hopReason struct {
+	group, reason sym
 }
 
 type msgFlags uint8
@@ -63,21 +63,19 @@ const (
 
 // hop is one consumer group's side of a message.
 type hop struct {
-	group        sym
-	consumer     sym
-	dest         sym
-	reason       sym
-	deliver      int64  // earliest delivery, 0 = not observed
-	processStart int64  // earliest process start, 0 = not observed
-	settle       int64  // latest settlement
-	processing   int64  // duration of the process with the highest attempt
-	trace        uint64 // smallest hash of the consumer side's traces
-	attempts     uint16
-	procAttempt  uint16
-	flags        hopFlags
+	group       sym
+	consumer    sym
+	dest        sym
+	trace       uint32 // smallest hash of the consumer side's traces
+	attempts    uint16
+	procAttempt uint16
+	flags       hopFlags
+	deliver     int64 // earliest delivery or process start, 0 = not observed
+	settle      int64 // latest settlement
+	processing  int64 // duration of the process with the highest attempt
 }
 
-type hopFlags uint16
+type hopFlags uint8
 
 const (
 	hopAcked hopFlags = 1 << iota
@@ -101,13 +99,20 @@ func (m *message) root() *message {
 	return r
 }
 
+func (m *message) ext() *messageExtra {
+	if m.extra == nil {
+		m.extra = &messageExtra{}
+	}
+	return m.extra
+}
+
 // canonicalID is the message's identity as Hop.MessageID shows it: the
 // broker's id, else the smallest span reference.
 func (m *message) canonicalID() string {
-	if m.brokerID != "" {
+	if m.brokerID != "" || m.extra == nil {
 		return m.brokerID
 	}
-	return m.minRef
+	return m.extra.minRef
 }
 
 func (m *message) hopFor(group sym) *hop {
@@ -135,10 +140,13 @@ func (m *message) setIdentity(brokerID, ref string, system sym) {
 	if brokerID != "" && (m.brokerID == "" || brokerID < m.brokerID) {
 		m.brokerID = brokerID
 	}
-	if m.brokerID != "" {
-		m.minRef = ""
-	} else if ref != "" && (m.minRef == "" || ref < m.minRef) {
-		m.minRef = ref
+	switch {
+	case m.brokerID != "":
+		if m.extra != nil {
+			m.extra.minRef = ""
+		}
+	case ref != "" && (m.extra == nil || m.extra.minRef == "" || ref < m.extra.minRef):
+		m.ext().minRef = ref
 	}
 	if m.system == 0 {
 		m.system = system
@@ -146,7 +154,7 @@ func (m *message) setIdentity(brokerID, ref string, system sym) {
 }
 
 // observePublish folds a publish in; see the message's doc for which wins.
-func (m *message) observePublish(time int64, attempt uint16, producer, dest sym, trace uint64, syms *symbols) {
+func (m *message) observePublish(time int64, attempt uint16, producer, dest sym, trace uint32, syms *symbols) {
 	better := m.publish == 0 ||
 		attempt < m.pubAttempt ||
 		attempt == m.pubAttempt && time < m.publish ||
@@ -156,49 +164,111 @@ func (m *message) observePublish(time int64, attempt uint16, producer, dest sym,
 	}
 }
 
-func (m *message) observeTimes(start, end int64) {
-	m.minTime = minNonZero(m.minTime, start)
-	m.maxTime = max(m.maxTime, end)
+func (m *message) observeOperation(operation, flowName sym, syms *symbols) {
+	if operation == 0 && flowName == 0 {
+		return
+	}
+	x := m.ext()
+	x.operation = smallerSym(x.operation, operation, syms)
+	x.flowName = smallerSym(x.flowName, flowName, syms)
 }
 
 func (m *message) observeGroupless(flag msgFlags, time int64, reason sym, syms *symbols) {
 	m.flags |= flag
-	if m.groupless == nil {
-		m.groupless = &grouplessEnd{}
+	x := m.ext()
+	x.groupless = max(x.groupless, time)
+	x.grouplessReason = smallerSym(x.grouplessReason, reason, syms)
+}
+
+func (m *message) observeReason(group, reason sym, syms *symbols) {
+	if reason == 0 {
+		return
 	}
-	m.groupless.time = max(m.groupless.time, time)
-	m.groupless.reason = smallerSym(m.groupless.reason, reason, syms)
+	x := m.ext()
+	for i := range x.reasons {
+		if x.reasons[i].group == group {
+			x.reasons[i].reason = smallerSym(x.reasons[i].reason, reason, syms)
+			return
+		}
+	}
+	x.reasons = append(x.reasons, hopReason{group: group, reason: reason})
+}
+
+func (m *message) reason(group sym) sym {
+	if m.extra != nil {
+		for _, r := range m.extra.reasons {
+			if r.group == group {
+				return r.reason
+			}
+		}
+	}
+	return 0
+}
+
+// grouplessEnd returns when and why a group-less dead-letter or expire
+// event ended the message.
+func (m *message) grouplessEnd() (int64, sym) {
+	if m.extra == nil {
+		return 0, 0
+	}
+	return m.extra.groupless, m.extra.grouplessReason
+}
+
+// start is when the message began: its publish, else its first delivery,
+// else a group-less end.
+func (m *message) start() int64 {
+	if m.publish != 0 {
+		return m.publish
+	}
+	var first int64
+	for i := range m.hops {
+		first = minNonZero(first, m.hops[i].deliver)
+	}
+	if first == 0 {
+		first, _ = m.grouplessEnd()
+	}
+	return first
+}
+
+// end is the latest of its publish, deliveries, settlements and group-less
+// end.
+func (m *message) end() int64 {
+	last, _ := m.grouplessEnd()
+	last = max(last, m.publish)
+	for i := range m.hops {
+		last = max(last, m.hops[i].deliver, m.hops[i].settle)
+	}
+	return last
 }
 
 // absorb merges other (a root being joined to m) into m.
 func (m *message) absorb(other *message, syms *symbols) {
-	m.setIdentity(other.brokerID, other.minRef, other.system)
+	minRef := ""
+	if other.extra != nil {
+		minRef = other.extra.minRef
+	}
+	m.setIdentity(other.brokerID, minRef, other.system)
 	if other.publish != 0 {
 		m.observePublish(other.publish, other.pubAttempt, other.producer, other.pubDest, other.pubTrace, syms)
 	}
-	m.flowName = smallerSym(m.flowName, other.flowName, syms)
-	m.operation = smallerSym(m.operation, other.operation, syms)
-	m.observeTimes(other.minTime, other.maxTime)
-	m.firstSeen = minNonZero(m.firstSeen, other.firstSeen)
-	if g := other.groupless; g != nil {
-		m.observeGroupless(other.flags&(msgDeadLettered|msgExpired), g.time, g.reason, syms)
+	m.flags |= other.flags & (msgDeadLettered | msgExpired | msgPendingStuck)
+	if x := other.extra; x != nil {
+		m.observeOperation(x.operation, x.flowName, syms)
+		if other.flags&(msgDeadLettered|msgExpired) != 0 {
+			m.observeGroupless(0, x.groupless, x.grouplessReason, syms)
+		}
+		for _, r := range x.reasons {
+			m.observeReason(r.group, r.reason, syms)
+		}
 	}
-	m.flags |= other.flags & msgPendingStuck
 	for i := range other.hops {
 		m.hopFor(other.hops[i].group).absorb(&other.hops[i], syms)
 	}
-	other.hops = nil
+	other.hops, other.extra = nil, nil
 	other.parent = m
 }
 
 func minNonZero(a, b int64) int64 {
-	if a == 0 || b != 0 && b < a {
-		return b
-	}
-	return a
-}
-
-func minNonZeroHash(a, b uint64) uint64 {
 	if a == 0 || b != 0 && b < a {
 		return b
 	}
@@ -212,10 +282,12 @@ func smallerSym(a, b sym, syms *symbols) sym {
 	return a
 }
 
-func (h *hop) observeConsumer(consumer, dest sym, trace uint64, syms *symbols) {
+func (h *hop) observeConsumer(consumer, dest sym, trace uint32, syms *symbols) {
 	h.consumer = smallerSym(h.consumer, consumer, syms)
 	h.dest = smallerSym(h.dest, dest, syms)
-	h.trace = minNonZeroHash(h.trace, trace)
+	if trace != 0 && (h.trace == 0 || trace < h.trace) {
+		h.trace = trace
+	}
 }
 
 func (h *hop) observeAttempt(attempt uint16) {
@@ -223,34 +295,22 @@ func (h *hop) observeAttempt(attempt uint16) {
 }
 
 func (h *hop) observeProcess(start, duration int64, attempt uint16) {
-	h.processStart = minNonZero(h.processStart, start)
+	h.deliver = minNonZero(h.deliver, start)
 	if attempt > h.procAttempt || attempt == h.procAttempt && duration > h.processing {
 		h.procAttempt, h.processing = attempt, duration
 	}
 }
 
-func (h *hop) observeReason(reason sym, syms *symbols) {
-	h.reason = smallerSym(h.reason, reason, syms)
-}
-
+// absorb merges another hop of the same group.
 func (h *hop) absorb(other *hop, syms *symbols) {
 	h.observeConsumer(other.consumer, other.dest, other.trace, syms)
-	h.observeReason(other.reason, syms)
 	h.deliver = minNonZero(h.deliver, other.deliver)
 	h.settle = max(h.settle, other.settle)
 	h.attempts = max(h.attempts, other.attempts)
-	if other.procAttempt != 0 || other.processStart != 0 {
-		h.observeProcess(other.processStart, other.processing, other.procAttempt)
+	if other.procAttempt > h.procAttempt || other.procAttempt == h.procAttempt && other.processing > h.processing {
+		h.procAttempt, h.processing = other.procAttempt, other.processing
 	}
 	h.flags |= other.flags
-}
-
-// deliverTime is the first delivery, else the first process start.
-func (h *hop) deliverTime() int64 {
-	if h.deliver != 0 {
-		return h.deliver
-	}
-	return h.processStart
 }
 
 // outcome applies the README's precedence. msgFlags carry dead-letter and
