@@ -194,7 +194,7 @@ func (c *Converter) convertSpan(span ptrace.Span, service string) bool {
 		}
 	}
 	ev.ConsumerGroup = first(a.group, a.kafkaGroup)
-	ev.Operation = first(a.operation, span.Name())
+	ev.Operation = a.operation
 	if a.attempt > 0 {
 		ev.Attempt = uint16(min(a.attempt, 1<<16-1))
 	}
