@@ -202,10 +202,10 @@ func (e *Engine) liveMessages(f *flow) []*message {
 }
 
 // parentHops finds, for each message, the hop it was published from: a hop
-// of another message of the flow whose consumer side ran in the trace the
-// message was published in — preferring the hop its producer consumed, then
-// one delivered before the publish (the latest such), then the smallest
-// identity.
+// of another message of the flow, delivered before the message was
+// published, whose consumer side ran in the trace the message was published
+// in — preferring the hop its producer consumed, then the latest delivered,
+// then the smallest identity.
 func (e *Engine) parentHops(messages []*message, idents []uint64) []parentHop {
 	parents := make([]parentHop, len(messages))
 	for i, m := range messages {
@@ -220,7 +220,8 @@ func (e *Engine) parentHops(messages []*message, idents []uint64) []parentHop {
 			}
 			for k := range p.hops {
 				h := &p.hops[k]
-				if h.trace != m.pubTrace {
+				// A parent was delivered before its child was published.
+				if h.trace != m.pubTrace || h.deliver == 0 || m.publish == 0 || h.deliver > m.publish {
 					continue
 				}
 				if best.message == nil || betterParent(m, h, idents[j], best.message.hops[best.hop], bestIdent) {
@@ -237,11 +238,6 @@ func betterParent(child *message, h *hop, ident uint64, than hop, thanIdent uint
 	matchA, matchB := h.consumer == child.producer, than.consumer == child.producer
 	if matchA != matchB {
 		return matchA
-	}
-	beforeA := h.deliver != 0 && h.deliver <= child.publish
-	beforeB := than.deliver != 0 && than.deliver <= child.publish
-	if beforeA != beforeB {
-		return beforeA
 	}
 	if h.deliver != than.deliver {
 		return h.deliver > than.deliver

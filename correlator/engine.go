@@ -467,6 +467,9 @@ func (e *Engine) Advance(now time.Time) {
 		e.markDirty(f)
 	}
 	for f := e.lists[flowFinished].head; f != nil && f.lastActivity+idle+retain <= e.now; f = e.lists[flowFinished].head {
+		if f.flags&flowDirty != 0 {
+			e.emitFlow(f) // finished and released in one step: emit it finished first
+		}
 		e.release(f)
 		e.stats.FlowsReleased++
 	}
@@ -569,6 +572,9 @@ func (e *Engine) sweep() {
 func (e *Engine) enforceLimits() {
 	for e.hops > e.cfg.MaxInFlightHops || e.flows > e.cfg.MaxInFlightFlows {
 		if f := e.lists[flowFinished].head; f != nil {
+			if f.flags&flowDirty != 0 {
+				e.emitFlow(f)
+			}
 			e.release(f)
 			e.stats.FlowsReleased++
 			continue
