@@ -24,6 +24,7 @@ import (
 type core struct {
 	cfg    *Config
 	logger *zap.Logger
+	clock  func() time.Time // processing time; time.Now outside tests
 
 	mu     sync.Mutex
 	engine *correlator.Engine
@@ -50,6 +51,7 @@ func newCore(cfg *Config, logger *zap.Logger) (*core, error) {
 	return &core{
 		cfg:    cfg,
 		logger: logger,
+		clock:  time.Now,
 		engine: engine,
 		conv:   spanevent.New(cfg.Spans),
 		agg:    newAggregator(cfg.MaxLabelValues, time.Now()),
@@ -95,7 +97,7 @@ func (c *core) shutdown(ctx context.Context, started bool) error {
 	}
 	close(c.stop)
 	c.done.Wait()
-	now := time.Now()
+	now := c.clock()
 	return errors.Join(c.tick(ctx, now), c.emitMetrics(ctx, now), c.checkpoint())
 }
 
@@ -118,12 +120,12 @@ func (c *core) run() {
 		select {
 		case <-c.stop:
 			return
-		case now := <-ticks.C:
-			if err := c.tick(ctx, now); err != nil {
+		case <-ticks.C:
+			if err := c.tick(ctx, c.clock()); err != nil {
 				c.logger.Warn("Sending hop and flow records failed", zap.Error(err))
 			}
-		case now := <-metrics.C:
-			if err := c.emitMetrics(ctx, now); err != nil {
+		case <-metrics.C:
+			if err := c.emitMetrics(ctx, c.clock()); err != nil {
 				c.logger.Warn("Sending correlator metrics failed", zap.Error(err))
 			}
 		case <-checkpoints:
@@ -137,7 +139,7 @@ func (c *core) run() {
 // consume folds a batch of spans into the engine and sends the new hop and
 // flow versions on.
 func (c *core) consume(ctx context.Context, td ptrace.Traces) error {
-	now := time.Now()
+	now := c.clock()
 	c.mu.Lock()
 	stats := c.conv.Convert(td, func(ev *model.Event) { c.engine.Add(now, ev) })
 	c.agg.malformed += uint64(stats.Malformed)

@@ -1,0 +1,246 @@
+package correlatorconnector
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/connector"
+	"go.opentelemetry.io/collector/connector/connectortest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.uber.org/goleak"
+
+	"github.com/flowtrace/flowtrace/correlator"
+	"github.com/flowtrace/flowtrace/correlator/correlatorconnector/internal/metadata"
+	"github.com/flowtrace/flowtrace/correlator/flowsim"
+	"github.com/flowtrace/flowtrace/correlator/records"
+	"github.com/flowtrace/flowtrace/correlator/spanevent"
+	"github.com/flowtrace/flowtrace/model"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// simConfig is the configuration under which flowsim's truth is exact.
+func simConfig() *Config {
+	cfg := createDefaultConfig()
+	cfg.Config = correlator.Config{
+		StuckAfter: 10 * time.Second, FlowIdle: 30 * time.Second, Retain: 2 * time.Minute,
+		RetryDestinations:      []string{flowsim.RetryPattern},
+		DeadLetterDestinations: []string{flowsim.DeadLetterPattern},
+	}
+	cfg.Spans = spanevent.Config{KeyAttributes: flowsim.KeyAttributes()}
+	cfg.TickInterval = time.Hour // the test drives time itself
+	cfg.MetricsFlushInterval = time.Hour
+	return cfg
+}
+
+// simClock is the processing time a test hands the connector.
+type simClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *simClock) set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+func (c *simClock) get() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+type routes struct {
+	logs, metrics connector.Traces
+	logsSink      *consumertest.LogsSink
+	metricsSink   *consumertest.MetricsSink
+	core          *core
+}
+
+func newRoutes(t *testing.T, factory connector.Factory, cfg *Config, clock *simClock) routes {
+	t.Helper()
+	set := connectortest.NewNopSettings(metadata.Type)
+	r := routes{logsSink: new(consumertest.LogsSink), metricsSink: new(consumertest.MetricsSink)}
+	var err error
+	r.logs, err = factory.CreateTracesToLogs(context.Background(), set, cfg, r.logsSink)
+	require.NoError(t, err)
+	r.metrics, err = factory.CreateTracesToMetrics(context.Background(), set, cfg, r.metricsSink)
+	require.NoError(t, err)
+	r.core = r.logs.(*route).core
+	require.Same(t, r.core, r.metrics.(*route).core, "both routes share one engine")
+	r.core.clock = clock.get
+	for _, c := range []component.Component{r.logs, r.metrics} {
+		require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
+	}
+	return r
+}
+
+func (r routes) shutdown(t *testing.T) {
+	t.Helper()
+	require.NoError(t, r.logs.Shutdown(context.Background()))
+	require.NoError(t, r.metrics.Shutdown(context.Background()))
+	require.NoError(t, r.metrics.Shutdown(context.Background()), "shutdown twice")
+}
+
+// feed hands span batches to both routes, as the collector does, at their
+// arrival times, ticking the engine between them.
+func feed(t *testing.T, r routes, clock *simClock, batches []flowsim.SpanBatch) {
+	t.Helper()
+	for _, b := range batches {
+		clock.set(b.Arrival)
+		require.NoError(t, r.core.tick(context.Background(), b.Arrival))
+		require.NoError(t, r.logs.ConsumeTraces(context.Background(), b.Traces))
+		require.NoError(t, r.metrics.ConsumeTraces(context.Background(), b.Traces))
+	}
+}
+
+// decode reads every hop and flow record the logs route emitted.
+func decode(t *testing.T, sink *consumertest.LogsSink) ([]model.Hop, []model.Flow) {
+	t.Helper()
+	var hops []model.Hop
+	var flows []model.Flow
+	for _, logs := range sink.AllLogs() {
+		rls := logs.ResourceLogs()
+		for i := 0; i < rls.Len(); i++ {
+			sls := rls.At(i).ScopeLogs()
+			for j := 0; j < sls.Len(); j++ {
+				lrs := sls.At(j).LogRecords()
+				for k := 0; k < lrs.Len(); k++ {
+					switch records.Type(lrs.At(k)) {
+					case records.TypeHop:
+						h, err := records.DecodeHop(lrs.At(k))
+						require.NoError(t, err)
+						hops = append(hops, h)
+					case records.TypeFlow:
+						f, err := records.DecodeFlow(lrs.At(k))
+						require.NoError(t, err)
+						flows = append(flows, f)
+					default:
+						t.Fatalf("record without a type: %v", lrs.At(k).Attributes().AsRaw())
+					}
+				}
+			}
+		}
+	}
+	return flowsim.Latest(hops, flows)
+}
+
+// TestSpansInFlowsOut drives the connector with the simulator's OTLP spans
+// and requires the hop and flow records to be exactly the true flows.
+func TestSpansInFlowsOut(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		w := flowsim.Generate(flowsim.Config{Seed: seed})
+		batches := w.Spans(50)
+		clock := &simClock{now: batches[0].Arrival}
+		r := newRoutes(t, NewFactory(), simConfig(), clock)
+		feed(t, r, clock, batches)
+		clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+		r.shutdown(t)
+
+		hops, flows := decode(t, r.logsSink)
+		report := flowsim.Score(w.Truth, hops, flows)
+		require.True(t, report.Exact(), "seed %d: %s", seed, report)
+
+		metrics := r.metricsSink.AllMetrics()
+		require.NotEmpty(t, metrics)
+		names := metricNames(metrics[len(metrics)-1])
+		for _, name := range []string{
+			"flowtrace.hop.queue_wait", "flowtrace.hop.processing", "flowtrace.hops", "flowtrace.hop.retries",
+			"flowtrace.hop.dead_letters", "flowtrace.flow.duration", "flowtrace.flows", "flowtrace.flows.in_flight",
+			"flowtrace.hops.in_flight", "flowtrace.flows.stuck", "flowtrace.correlator.evictions",
+		} {
+			assert.Contains(t, names, name)
+		}
+		assert.Equal(t, int64(len(w.Truth)), sumOf(metrics[len(metrics)-1], "flowtrace.flows"), "every flow counted once, by final status")
+	}
+}
+
+func metricNames(md pmetric.Metrics) map[string]pmetric.Metric {
+	names := map[string]pmetric.Metric{}
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := 0; i < ms.Len(); i++ {
+		names[ms.At(i).Name()] = ms.At(i)
+	}
+	return names
+}
+
+func sumOf(md pmetric.Metrics, name string) int64 {
+	m, ok := metricNames(md)[name]
+	if !ok {
+		return -1
+	}
+	var total int64
+	for i := 0; i < m.Sum().DataPoints().Len(); i++ {
+		total += m.Sum().DataPoints().At(i).IntValue()
+	}
+	return total
+}
+
+// TestOnlyOneRouteFeedsTheEngine: both routes receive every batch; the
+// engine must see it once.
+func TestOnlyOneRouteFeedsTheEngine(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 7, Flows: 3})
+	batches := w.Spans(1000)
+	clock := &simClock{now: batches[0].Arrival}
+	r := newRoutes(t, NewFactory(), simConfig(), clock)
+	defer r.shutdown(t)
+	feed(t, r, clock, batches)
+	r.core.mu.Lock()
+	added := r.core.engine.Stats().EventsAdded
+	r.core.mu.Unlock()
+
+	alone, err := correlator.New(simConfig().Config)
+	require.NoError(t, err)
+	for i := range w.Events {
+		alone.Add(w.Arrivals[i], &w.Events[i])
+	}
+	assert.Equal(t, alone.Stats().EventsAdded, added)
+}
+
+// TestRestartNeitherLosesNorSplitsFlows stops the connector halfway, with a
+// checkpoint, and starts a new one from it.
+func TestRestartNeitherLosesNorSplitsFlows(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 11})
+	batches := w.Spans(50)
+	cfg := simConfig()
+	cfg.Checkpoint = CheckpointConfig{Path: filepath.Join(t.TempDir(), "correlator.checkpoint"), Interval: time.Hour}
+	half := len(batches) / 2
+
+	clock := &simClock{now: batches[0].Arrival}
+	first := newRoutes(t, NewFactory(), cfg, clock)
+	feed(t, first, clock, batches[:half])
+	first.shutdown(t)
+
+	second := newRoutes(t, NewFactory(), cfg, clock)
+	feed(t, second, clock, batches[half:])
+	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+	second.shutdown(t)
+
+	all := new(consumertest.LogsSink)
+	for _, sink := range []*consumertest.LogsSink{first.logsSink, second.logsSink} {
+		for _, l := range sink.AllLogs() {
+			require.NoError(t, all.ConsumeLogs(context.Background(), l))
+		}
+	}
+	hops, flows := decode(t, all)
+	report := flowsim.Score(w.Truth, hops, flows)
+	require.True(t, report.Exact(), report.String())
+}
+
+func TestUnreadableCheckpointIsMovedAside(t *testing.T) {
+	cfg := simConfig()
+	cfg.Checkpoint = CheckpointConfig{Path: filepath.Join(t.TempDir(), "correlator.checkpoint"), Interval: time.Hour}
+	require.NoError(t, writeFile(cfg.Checkpoint.Path, "garbage"))
+	clock := &simClock{now: time.Now()}
+	r := newRoutes(t, NewFactory(), cfg, clock)
+	r.shutdown(t)
+	assert.FileExists(t, cfg.Checkpoint.Path+".bad")
+	assert.FileExists(t, cfg.Checkpoint.Path, "a fresh checkpoint is written at shutdown")
+}
+
+func writeFile(path, content string) error {
+	return os.WriteFile(path, []byte(content), 0o600)
+}
