@@ -93,7 +93,7 @@ func TestPrintDefaultConfig(t *testing.T) {
 func TestComponentsCommand(t *testing.T) {
 	out, err := execute(t, "components")
 	require.NoError(t, err)
-	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage"} {
+	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator"} {
 		require.Contains(t, out, "name: "+name)
 	}
 }

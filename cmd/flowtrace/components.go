@@ -6,7 +6,6 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/jaegerreceiver"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/zipkinreceiver"
-	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/exporter/debugexporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor/batchprocessor"
@@ -14,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 
+	"github.com/flowtrace/flowtrace/correlator/correlatorconnector"
 	"github.com/flowtrace/flowtrace/storage/flowstorage"
 )
 
@@ -59,7 +59,9 @@ func components() (otelcol.Factories, error) {
 		return otelcol.Factories{}, fmt.Errorf("exporters: %w", err)
 	}
 
-	factories.Connectors, err = otelcol.MakeFactoryMap[connector.Factory]()
+	factories.Connectors, err = otelcol.MakeFactoryMap(
+		correlatorconnector.NewFactory(),
+	)
 	if err != nil {
 		return otelcol.Factories{}, fmt.Errorf("connectors: %w", err)
 	}
