@@ -99,6 +99,9 @@ func (c Config) Validate() error {
 // destinationPattern matches a retry or dead-letter destination.
 type destinationPattern struct {
 	re *regexp.Regexp
+	// literals are the pattern's fixed parts: a destination missing one
+	// cannot match, which spares most destinations the regular expression.
+	literals []string
 }
 
 // compilePattern turns "{topic}.retry.{attempt}" into a regular expression.
@@ -119,11 +122,21 @@ func compilePattern(pattern string, withAttempt bool) (destinationPattern, error
 	if err != nil {
 		return destinationPattern{}, fmt.Errorf("%q: %w", pattern, err)
 	}
-	return destinationPattern{re: re}, nil
+	var literals []string
+	for _, part := range strings.FieldsFunc(strings.NewReplacer("{topic}", "\x00", "{attempt}", "\x00").Replace(pattern),
+		func(r rune) bool { return r == 0 }) {
+		literals = append(literals, part)
+	}
+	return destinationPattern{re: re, literals: literals}, nil
 }
 
 // match returns the base destination and the retry number (0 without one).
 func (p destinationPattern) match(destination string) (string, int, bool) {
+	for _, literal := range p.literals {
+		if !strings.Contains(destination, literal) {
+			return "", 0, false
+		}
+	}
 	m := p.re.FindStringSubmatch(destination)
 	if m == nil {
 		return "", 0, false
