@@ -122,11 +122,8 @@ func compilePattern(pattern string, withAttempt bool) (destinationPattern, error
 	if err != nil {
 		return destinationPattern{}, fmt.Errorf("%q: %w", pattern, err)
 	}
-	var literals []string
-	for _, part := range strings.FieldsFunc(strings.NewReplacer("{topic}", "\x00", "{attempt}", "\x00").Replace(pattern),
-		func(r rune) bool { return r == 0 }) {
-		literals = append(literals, part)
-	}
+	literals := strings.FieldsFunc(strings.NewReplacer("{topic}", "\x00", "{attempt}", "\x00").Replace(pattern),
+		func(r rune) bool { return r == 0 })
 	return destinationPattern{re: re, literals: literals}, nil
 }
 
