@@ -99,3 +99,26 @@ func TestMemoryPerHopAndFlow(t *testing.T) {
 		held/(1<<20), stats.InFlightFlows, stats.InFlightHops, held/float64(stats.InFlightHops))
 	runtime.KeepAlive(e)
 }
+
+// BenchmarkSharded is BenchmarkEngine through a Sharded of 2 workers, fed by
+// one goroutine.
+//
+//	go test -run '^$' -bench Sharded ./correlator
+func BenchmarkSharded(b *testing.B) {
+	events := benchWorkload(100_000, 4)
+	b.ResetTimer()
+	for range b.N {
+		s, _ := NewSharded(Config{}, 2)
+		now := t0
+		for i := range events {
+			if i%1000 == 0 {
+				now = events[i].Time
+				s.Flush()
+			}
+			s.Add(now, &events[i])
+		}
+		s.Flush()
+		s.Close()
+	}
+	b.ReportMetric(float64(len(events))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

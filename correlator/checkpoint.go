@@ -9,10 +9,11 @@ import (
 
 // checkpointFormat changes whenever the snapshot's shape does; a checkpoint
 // of another format is refused rather than misread.
-const checkpointFormat = 3
+const checkpointFormat = 4
 
 // snapshot is the engine's state in a form gob can write. Union-find sets are
-// flattened to their roots; released flows are left out.
+// flattened to their roots; released flows are left out. Symbol ids index
+// Symbols.
 type snapshot struct {
 	Format  int
 	Now     int64
@@ -26,7 +27,7 @@ type flowSnapshot struct {
 	FirstSeen, LastActivity int64
 	State                   flowState
 	Flags                   flowFlags
-	EmittedID               uint64
+	EmittedID, Anchor       uint64
 	Keys                    []flowKeySnapshot
 	Messages                []messageSnapshot
 }
@@ -66,8 +67,23 @@ type hopSnapshot struct {
 }
 
 // Checkpoint writes the engine's state. Call it from the goroutine that owns
-// the engine; it holds nothing else.
+// the engine.
 func (e *Engine) Checkpoint(w io.Writer) error {
+	aliases := e.aliasesByMessage()
+	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names, Stats: e.stats}
+	for state := flowActive; state < flowReleased; state++ {
+		for f := e.lists[state].head; f != nil; f = f.next {
+			snap.Flows = append(snap.Flows, e.snapshotFlow(f, aliases))
+		}
+	}
+	if err := gob.NewEncoder(w).Encode(&snap); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	return nil
+}
+
+// aliasesByMessage inverts the identity index for the live messages.
+func (e *Engine) aliasesByMessage() map[*message][]uint64 {
 	aliases := map[*message][]uint64{}
 	for key, m := range e.aliases {
 		r := m.root()
@@ -75,26 +91,21 @@ func (e *Engine) Checkpoint(w io.Writer) error {
 			aliases[r] = append(aliases[r], key)
 		}
 	}
-	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names, Stats: e.stats}
-	for state := flowActive; state < flowReleased; state++ {
-		for f := e.lists[state].head; f != nil; f = f.next {
-			fs := flowSnapshot{
-				FirstSeen: f.firstSeen, LastActivity: f.lastActivity, State: f.state,
-				Flags: f.flags &^ flowDirty, EmittedID: f.emittedID,
-			}
-			for _, k := range f.keys {
-				fs.Keys = append(fs.Keys, flowKeySnapshot{Kind: k.kind, Value: k.value})
-			}
-			for _, m := range e.liveMessages(f) {
-				fs.Messages = append(fs.Messages, snapshotMessage(m, aliases[m]))
-			}
-			snap.Flows = append(snap.Flows, fs)
-		}
+	return aliases
+}
+
+func (e *Engine) snapshotFlow(f *flow, aliases map[*message][]uint64) flowSnapshot {
+	fs := flowSnapshot{
+		FirstSeen: f.firstSeen, LastActivity: f.lastActivity, State: f.state,
+		Flags: f.flags &^ flowDirty, EmittedID: f.emittedID, Anchor: f.anchor,
 	}
-	if err := gob.NewEncoder(w).Encode(&snap); err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
+	for _, k := range f.keys {
+		fs.Keys = append(fs.Keys, flowKeySnapshot{Kind: k.kind, Value: k.value})
 	}
-	return nil
+	for _, m := range e.liveMessages(f) {
+		fs.Messages = append(fs.Messages, snapshotMessage(m, aliases[m]))
+	}
+	return fs
 }
 
 func snapshotMessage(m *message, aliases []uint64) messageSnapshot {
@@ -139,72 +150,79 @@ func (e *Engine) Restore(r io.Reader) error {
 	if len(snap.Symbols) == 0 || snap.Symbols[0] != "" {
 		return errors.New("read checkpoint: bad symbol table")
 	}
-	symbolCount := sym(len(snap.Symbols))
-	valid := func(ids ...sym) bool {
-		for _, id := range ids {
-			if id >= symbolCount {
-				return false
-			}
-		}
-		return true
-	}
-	e.syms = symbols{ids: make(map[string]sym, len(snap.Symbols)), names: snap.Symbols}
-	for i, name := range snap.Symbols {
-		e.syms.ids[name] = sym(i)
-	}
 	e.now, e.version, e.stats = snap.Now, snap.Version, snap.Stats
-	for _, fs := range snap.Flows {
-		if fs.State >= flowReleased {
-			return fmt.Errorf("read checkpoint: bad flow state %d", fs.State)
-		}
-		f := &flow{firstSeen: fs.FirstSeen, lastActivity: fs.LastActivity, state: fs.State, flags: fs.Flags, emittedID: fs.EmittedID}
-		e.lists[f.state].pushBack(f)
-		e.flows++
-		if f.flags&flowHasStuck != 0 {
-			e.stats.StuckFlows++
-		}
-		for _, k := range fs.Keys {
-			if !valid(k.Kind) {
-				return errors.New("read checkpoint: symbol out of range")
-			}
-			f.keys = append(f.keys, flowKey{kind: k.Kind, value: k.Value})
-			e.keys[e.hash.strings(tagKey, e.syms.name(k.Kind), k.Value)] = f
-		}
-		for _, ms := range fs.Messages {
-			if !valid(ms.System, ms.Producer, ms.PubDest) {
-				return errors.New("read checkpoint: symbol out of range")
-			}
-			m := &message{
-				flow: f, brokerID: ms.BrokerID, system: ms.System, producer: ms.Producer, pubDest: ms.PubDest,
-				pubAttempt: ms.PubAttempt, flags: ms.Flags, pubTrace: ms.PubTrace, emittedParent: ms.EmittedParent,
-				publish: ms.Publish,
-			}
-			if xs := ms.Extra; xs != nil {
-				if !valid(xs.Operation, xs.FlowName, xs.GrouplessReason) || !valid(xs.ReasonGroups...) ||
-					!valid(xs.Reasons...) || len(xs.Reasons) != len(xs.ReasonGroups) {
-					return errors.New("read checkpoint: bad message extra")
-				}
-				x := &messageExtra{minRef: xs.MinRef, operation: xs.Operation, flowName: xs.FlowName, groupless: xs.Groupless, grouplessReason: xs.GrouplessReason}
-				for i := range xs.Reasons {
-					x.reasons = append(x.reasons, hopReason{group: xs.ReasonGroups[i], reason: xs.Reasons[i]})
-				}
-				m.extra = x
-			}
-			for _, hs := range ms.Hops {
-				if !valid(hs.Group, hs.Consumer, hs.Dest) {
-					return errors.New("read checkpoint: symbol out of range")
-				}
-				m.hops = append(m.hops, hop{
-					group: hs.Group, consumer: hs.Consumer, dest: hs.Dest, trace: hs.Trace, attempts: hs.Attempts,
-					procAttempt: hs.ProcAttempt, flags: hs.Flags, deliver: hs.Deliver, settle: hs.Settle, processing: hs.Processing,
-				})
-			}
-			f.messages = append(f.messages, m)
-			e.hops += m.hopCount()
-			for _, a := range ms.Aliases {
-				e.aliases[a] = m
-			}
+	e.stats.StuckFlows = 0 // counted again as flows come back
+	for i := range snap.Flows {
+		if _, err := e.restoreFlow(&snap.Flows[i], snap.Symbols); err != nil {
+			return fmt.Errorf("read checkpoint: %w", err)
 		}
 	}
 	return nil
+}
+
+// errBadSnapshot means a snapshot refers to what it does not hold.
+var errBadSnapshot = errors.New("snapshot inconsistent")
+
+// restoreFlow adds a snapshotted flow to the engine. Its symbol ids index
+// symbols, which may be another engine's table.
+func (e *Engine) restoreFlow(fs *flowSnapshot, symbols []string) (*flow, error) {
+	if fs.State >= flowReleased {
+		return nil, fmt.Errorf("%w: flow state %d", errBadSnapshot, fs.State)
+	}
+	bad := false
+	tr := func(s sym) sym {
+		if int(s) >= len(symbols) {
+			bad = true
+			return 0
+		}
+		return e.syms.intern(symbols[s])
+	}
+	f := &flow{firstSeen: fs.FirstSeen, lastActivity: fs.LastActivity, state: fs.State, flags: fs.Flags, emittedID: fs.EmittedID, anchor: fs.Anchor}
+	for _, k := range fs.Keys {
+		kind := tr(k.Kind)
+		f.keys = append(f.keys, flowKey{kind: kind, value: k.Value})
+	}
+	for _, ms := range fs.Messages {
+		m := &message{
+			flow: f, brokerID: ms.BrokerID, system: tr(ms.System), producer: tr(ms.Producer), pubDest: tr(ms.PubDest),
+			pubAttempt: ms.PubAttempt, flags: ms.Flags, pubTrace: ms.PubTrace, emittedParent: ms.EmittedParent,
+			publish: ms.Publish,
+		}
+		if xs := ms.Extra; xs != nil {
+			if len(xs.Reasons) != len(xs.ReasonGroups) {
+				return nil, fmt.Errorf("%w: reasons", errBadSnapshot)
+			}
+			x := &messageExtra{minRef: xs.MinRef, operation: tr(xs.Operation), flowName: tr(xs.FlowName), groupless: xs.Groupless, grouplessReason: tr(xs.GrouplessReason)}
+			for i := range xs.Reasons {
+				x.reasons = append(x.reasons, hopReason{group: tr(xs.ReasonGroups[i]), reason: tr(xs.Reasons[i])})
+			}
+			m.extra = x
+		}
+		for _, hs := range ms.Hops {
+			m.hops = append(m.hops, hop{
+				group: tr(hs.Group), consumer: tr(hs.Consumer), dest: tr(hs.Dest), trace: hs.Trace, attempts: hs.Attempts,
+				procAttempt: hs.ProcAttempt, flags: hs.Flags, deliver: hs.Deliver, settle: hs.Settle, processing: hs.Processing,
+			})
+		}
+		f.messages = append(f.messages, m)
+	}
+	if bad {
+		return nil, fmt.Errorf("%w: symbol out of range", errBadSnapshot)
+	}
+	// Only now, whole and valid, does the flow join the engine.
+	e.lists[f.state].insertByActivity(f)
+	e.flows++
+	if f.flags&flowHasStuck != 0 {
+		e.stats.StuckFlows++
+	}
+	for _, k := range f.keys {
+		e.keys[e.hash.strings(tagKey, e.syms.name(k.kind), k.value)] = f
+	}
+	for i, m := range f.messages {
+		e.hops += m.hopCount()
+		for _, a := range fs.Messages[i].Aliases {
+			e.aliases[a] = m
+		}
+	}
+	return f, nil
 }

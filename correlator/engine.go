@@ -25,36 +25,40 @@ type Stats struct {
 	// Evicted counts in-flight flows forced out, by the limit that did it.
 	EvictedByHops  uint64
 	EvictedByFlows uint64
-	InFlightHops   int // hops held, finished flows' included
-	InFlightFlows  int // flows held, finished ones included
-	StuckFlows     int // quiet flows with stuck hops
+	// Migrations counts flows Sharded moved between workers when an event
+	// joined flows held by different ones.
+	Migrations    uint64
+	InFlightHops  int // hops held, finished flows' included
+	InFlightFlows int // flows held, finished ones included
+	StuckFlows    int // quiet flows with stuck hops
 }
 
 // Engine correlates events into hops and flows. It is not safe for
 // concurrent use: one goroutine owns it and all of its state.
 type Engine struct {
-	cfg        Config
-	retry      []destinationPattern
-	deadLetter []destinationPattern
+	cfg Config
+	identifier
 
 	syms    symbols
-	hash    hasher
 	aliases map[uint64]*message // identity hash → a member of the message's set
 	keys    map[uint64]*flow    // flow key hash → a member of the flow's set
 	lists   [flowReleased]flowList
 
-	dirty   []*flow
-	out     Changes
-	now     int64  // processing time, ns, never decreasing
-	version uint64 // last version handed out
+	dirty []*flow
+	out   Changes
+	// releasedAnchors are the anchors of flows released since Sharded last
+	// collected them, so it forgets their routes; kept only for Sharded.
+	trackReleases   bool
+	releasedAnchors []uint64
+	now             int64  // processing time, ns, never decreasing
+	version         uint64 // last version handed out
 
 	hops  int // hops held
 	flows int // flows held
 	stale int // map entries pointing at released flows, swept when many
 	stats Stats
 
-	aliasScratch []uint64
-	rootScratch  []*message
+	rootScratch []*message
 }
 
 // New returns an Engine, or the configuration's error.
@@ -63,19 +67,11 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		cfg:     cfg.withDefaults(),
-		syms:    newSymbols(),
-		hash:    newHasher(),
-		aliases: make(map[uint64]*message),
-		keys:    make(map[uint64]*flow),
-	}
-	for _, p := range cfg.RetryDestinations {
-		compiled, _ := compilePattern(p, true)
-		e.retry = append(e.retry, compiled)
-	}
-	for _, p := range cfg.DeadLetterDestinations {
-		compiled, _ := compilePattern(p, false)
-		e.deadLetter = append(e.deadLetter, compiled)
+		cfg:        cfg.withDefaults(),
+		identifier: newIdentifier(cfg),
+		syms:       newSymbols(),
+		aliases:    make(map[uint64]*message),
+		keys:       make(map[uint64]*flow),
 	}
 	return e, nil
 }
@@ -104,16 +100,15 @@ func (e *Engine) Add(now time.Time, ev *model.Event) {
 		e.stats.EventsIgnored++
 		return
 	}
-	consumerSide := kind != model.EventPublish && kind != model.EventCallbackRequest
-	if consumerSide && ev.MessageID == "" && len(ev.Links) > 1 {
+	if isBatch(ev, kind) {
 		// A batch: the event happened to each linked message on its own.
 		for _, link := range ev.Links {
-			e.aliasScratch = append(e.aliasScratch[:0], e.hash.strings(tagRef, link.TraceID, link.SpanID))
-			e.addTo(ev, kind, dest, attempt, e.aliasScratch, link.TraceID, link.SpanID)
+			aliases := append(e.scratch[:0], e.hash.strings(tagRef, link.TraceID, link.SpanID))
+			e.addTo(ev, kind, dest, attempt, aliases, link.TraceID, link.SpanID)
 		}
 		return
 	}
-	aliases, refTrace, refSpan := e.identity(ev, consumerSide)
+	aliases, refTrace, refSpan := e.identity(ev, consumerSide(kind))
 	if len(aliases) == 0 {
 		e.stats.EventsIgnored++
 		return
@@ -136,67 +131,7 @@ func (e *Engine) addTo(ev *model.Event, kind model.EventKind, dest string, attem
 	}
 	m.setIdentity(ev.MessageID, ref, system)
 	e.observe(m, ev, kind, dest, attempt)
-	e.joinFlow(m, ev)
-}
-
-// normalize applies the retry and dead-letter destination patterns and
-// rejects unknown kinds (returned as "").
-func (e *Engine) normalize(ev *model.Event) (model.EventKind, string, uint16) {
-	kind, dest, attempt := ev.Kind, ev.Destination, ev.Attempt
-	switch kind {
-	case model.EventPublish, model.EventDeliver, model.EventProcess, model.EventSettle, model.EventDeadLetter,
-		model.EventExpire, model.EventCallbackRequest, model.EventCallbackReceive:
-	default:
-		return "", "", 0
-	}
-	for _, p := range e.retry {
-		if base, retry, ok := p.match(dest); ok {
-			dest, attempt = base, max(attempt, uint16(min(retry+1, 1<<16-1)))
-			break
-		}
-	}
-	if kind == model.EventPublish {
-		for _, p := range e.deadLetter {
-			if base, _, ok := p.match(dest); ok {
-				kind, dest = model.EventDeadLetter, base
-				break
-			}
-		}
-	}
-	return kind, dest, attempt
-}
-
-// identity lists the hashes of the identities an event joins its message by
-// (README, "Messages"), and its smallest span reference.
-func (e *Engine) identity(ev *model.Event, consumerSide bool) (aliases []uint64, refTrace, refSpan string) {
-	aliases = e.aliasScratch[:0]
-	addRef := func(traceID, spanID string) {
-		if traceID == "" || spanID == "" {
-			return
-		}
-		aliases = append(aliases, e.hash.strings(tagRef, traceID, spanID))
-		if refTrace == "" || traceID < refTrace || traceID == refTrace && spanID < refSpan {
-			refTrace, refSpan = traceID, spanID
-		}
-	}
-	if ev.MessageID != "" {
-		aliases = append(aliases, e.hash.strings(tagBroker, ev.System, ev.MessageID))
-	}
-	if !consumerSide || ev.MessageID == "" {
-		// A publishing span is what consumers link to; a consumer-side span
-		// without a message id is what its child spans join through.
-		addRef(ev.TraceID, ev.SpanID)
-	}
-	if consumerSide {
-		for _, link := range ev.Links {
-			addRef(link.TraceID, link.SpanID)
-		}
-		if ev.MessageID == "" && len(ev.Links) == 0 {
-			addRef(ev.TraceID, ev.ParentSpanID)
-		}
-	}
-	e.aliasScratch = aliases
-	return aliases, refTrace, refSpan
+	e.joinFlow(m, ev, aliases[0])
 }
 
 // resolve finds the message the aliases name, merging messages that turn
@@ -351,10 +286,10 @@ func (e *Engine) hopOf(m *message, group sym) *hop {
 
 // joinFlow puts the message in the flow its keys name, merging flows that
 // share a key, and marks the flow active.
-func (e *Engine) joinFlow(m *message, ev *model.Event) {
+func (e *Engine) joinFlow(m *message, ev *model.Event, anchor uint64) {
 	f := rootFlow(m)
 	join := func(kind, value string) {
-		key := e.hash.strings(tagKey, kind, value)
+		key := e.keyHash(kind, value)
 		g, ok := e.keys[key]
 		if ok {
 			g = g.root()
@@ -365,7 +300,7 @@ func (e *Engine) joinFlow(m *message, ev *model.Event) {
 		switch {
 		case !ok:
 			if f == nil {
-				f = e.newFlow()
+				f = e.newFlow(anchor)
 				e.attach(f, m)
 			}
 			e.keys[key] = f
@@ -386,14 +321,14 @@ func (e *Engine) joinFlow(m *message, ev *model.Event) {
 		}
 	}
 	if f == nil {
-		f = e.newFlow()
+		f = e.newFlow(anchor)
 		e.attach(f, m)
 	}
 	e.touch(f)
 }
 
-func (e *Engine) newFlow() *flow {
-	f := &flow{firstSeen: e.now, lastActivity: e.now, state: flowActive}
+func (e *Engine) newFlow(anchor uint64) *flow {
+	f := &flow{firstSeen: e.now, lastActivity: e.now, state: flowActive, anchor: anchor}
 	e.lists[flowActive].pushBack(f)
 	e.flows++
 	return f
@@ -538,6 +473,9 @@ func (e *Engine) release(f *flow) {
 	}
 	f.state = flowReleased
 	e.flows--
+	if e.trackReleases {
+		e.releasedAnchors = append(e.releasedAnchors, f.anchor)
+	}
 	for _, m := range f.messages {
 		if m.parent == nil {
 			e.hops -= m.hopCount()

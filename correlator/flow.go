@@ -16,6 +16,9 @@ type flow struct {
 
 	flags     flowFlags
 	emittedID uint64 // id hash of the last emitted version, 0 before the first
+	// anchor is an identity hash of the flow's first message: Sharded knows
+	// the flow by it.
+	anchor uint64
 }
 
 // flowKey is one of a flow's keys: a trace id, a correlation id, a
@@ -70,6 +73,31 @@ func (l *flowList) pushBack(f *flow) {
 		l.head = f
 	}
 	l.tail = f
+	l.len++
+}
+
+// insertByActivity inserts a flow where its last activity puts it; flows
+// that arrive from elsewhere (a checkpoint, another shard) may be older than
+// the list's tail.
+func (l *flowList) insertByActivity(f *flow) {
+	after := l.tail
+	for after != nil && after.lastActivity > f.lastActivity {
+		after = after.prev
+	}
+	if after == l.tail {
+		l.pushBack(f)
+		return
+	}
+	f.prev = after
+	if after == nil {
+		f.next = l.head
+		l.head.prev = f
+		l.head = f
+	} else {
+		f.next = after.next
+		after.next.prev = f
+		after.next = f
+	}
 	l.len++
 }
 

@@ -1,6 +1,7 @@
 package correlator_test
 
 import (
+	"bytes"
 	"fmt"
 	"testing"
 	"time"
@@ -71,4 +72,88 @@ func TestGroundTruthAllScenariosTogether(t *testing.T) {
 		report := flowsim.Score(w.Truth, hops, flows)
 		require.True(t, report.Exact(), "seed %d: %s", seed, report)
 	}
+}
+
+// runSharded is runWorkload through a Sharded of n workers.
+func runSharded(t testing.TB, w flowsim.Workload, n int) ([]model.Hop, []model.Flow, correlator.Stats) {
+	t.Helper()
+	s, err := correlator.NewSharded(groundTruthConfig, n)
+	require.NoError(t, err)
+	defer s.Close()
+	var hops []model.Hop
+	var flows []model.Flow
+	collect := func(c correlator.Changes) {
+		hops, flows = append(hops, c.Hops...), append(flows, c.Flows...)
+	}
+	for i := range w.Events {
+		if i%16 == 0 {
+			s.Advance(w.Arrivals[i])
+		}
+		s.Add(w.Arrivals[i], &w.Events[i])
+		if i%50 == 0 {
+			collect(s.Flush())
+		}
+	}
+	s.Advance(w.Arrivals[len(w.Arrivals)-1].Add(groundTruthConfig.FlowIdle))
+	collect(s.Flush())
+	stats := s.Stats()
+	latestHops, latestFlows := flowsim.Latest(hops, flows)
+	return latestHops, latestFlows, stats
+}
+
+// TestShardedGroundTruth: spreading flows over workers changes nothing —
+// exact on every scenario mix, though events join flows across workers.
+func TestShardedGroundTruth(t *testing.T) {
+	var migrations uint64
+	for seed := uint64(1); seed <= 10; seed++ {
+		for _, n := range []int{2, 4} {
+			w := flowsim.Generate(flowsim.Config{Seed: seed})
+			hops, flows, stats := runSharded(t, w, n)
+			report := flowsim.Score(w.Truth, hops, flows)
+			require.True(t, report.Exact(), "seed %d, %d workers: %s", seed, n, report)
+			migrations += stats.Migrations
+		}
+	}
+	require.NotZero(t, migrations, "the workloads join flows across workers: the test must exercise migration")
+}
+
+func TestShardedCheckpointRestore(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 3})
+	half := len(w.Events) / 2
+	var hops []model.Hop
+	var flows []model.Flow
+	collect := func(c correlator.Changes) {
+		hops, flows = append(hops, c.Hops...), append(flows, c.Flows...)
+	}
+
+	first, err := correlator.NewSharded(groundTruthConfig, 3)
+	require.NoError(t, err)
+	for i := range w.Events[:half] {
+		first.Advance(w.Arrivals[i])
+		first.Add(w.Arrivals[i], &w.Events[i])
+	}
+	collect(first.Flush())
+	var buf bytes.Buffer
+	require.NoError(t, first.Checkpoint(&buf))
+	first.Close()
+
+	second, err := correlator.NewSharded(groundTruthConfig, 3)
+	require.NoError(t, err)
+	defer second.Close()
+	require.NoError(t, second.Restore(bytes.NewReader(buf.Bytes())))
+	for i := half; i < len(w.Events); i++ {
+		second.Advance(w.Arrivals[i])
+		second.Add(w.Arrivals[i], &w.Events[i])
+	}
+	second.Advance(w.Arrivals[len(w.Arrivals)-1].Add(groundTruthConfig.FlowIdle))
+	collect(second.Flush())
+
+	latestHops, latestFlows := flowsim.Latest(hops, flows)
+	report := flowsim.Score(w.Truth, latestHops, latestFlows)
+	require.True(t, report.Exact(), report.String())
+
+	other, err := correlator.NewSharded(groundTruthConfig, 2)
+	require.NoError(t, err)
+	defer other.Close()
+	require.ErrorContains(t, other.Restore(bytes.NewReader(buf.Bytes())), "written by 3 workers, not 2")
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/flowtrace/flowtrace/correlator"
 )
 
 // restore loads the last checkpoint, if checkpoints are on and one exists.
@@ -30,11 +28,12 @@ func (c *core) restore() error {
 		return fmt.Errorf("open checkpoint: %w", err)
 	}
 	defer file.Close()
-	engine, err := correlator.New(c.cfg.Config)
+	engine, err := newEngine(c.cfg)
 	if err != nil {
 		return err
 	}
 	if err := engine.Restore(bufio.NewReader(file)); err != nil {
+		closeEngine(engine)
 		c.logger.Error("Correlator checkpoint unreadable; starting without in-flight state",
 			zap.String("path", path), zap.Error(err))
 		if renameErr := os.Rename(path, path+".bad"); renameErr != nil {
@@ -46,6 +45,7 @@ func (c *core) restore() error {
 	c.logger.Info("Correlator state restored", zap.String("path", path),
 		zap.Int("flows", stats.InFlightFlows), zap.Int("hops", stats.InFlightHops))
 	c.mu.Lock()
+	closeEngine(c.engine)
 	c.engine = engine
 	c.mu.Unlock()
 	return nil

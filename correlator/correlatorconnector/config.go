@@ -26,6 +26,10 @@ type Config struct {
 	// MaxLabelValues bounds the distinct values of each metric label; more
 	// fold into "other". Default 1000.
 	MaxLabelValues int `mapstructure:"max_label_values"`
+	// Workers is how many goroutines share the flows, each owning its part
+	// of the state; a router keeps every flow on one worker. Above 1 it pays
+	// once the engine, not span decoding, limits throughput. Default 1.
+	Workers int `mapstructure:"workers"`
 	// Checkpoint keeps in-flight state across restarts.
 	Checkpoint CheckpointConfig `mapstructure:"checkpoint"`
 }
@@ -44,6 +48,7 @@ func createDefaultConfig() *Config {
 		TickInterval:         time.Second,
 		MetricsFlushInterval: 15 * time.Second,
 		MaxLabelValues:       1000,
+		Workers:              1,
 		Checkpoint:           CheckpointConfig{Interval: 30 * time.Second},
 	}
 }
@@ -56,6 +61,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MetricsFlushInterval <= 0 {
 		errs = append(errs, fmt.Errorf("metrics_flush_interval: must be positive, got %s", c.MetricsFlushInterval))
+	}
+	if c.Workers < 1 {
+		errs = append(errs, fmt.Errorf("workers: must be at least 1, got %d", c.Workers))
 	}
 	if c.MaxLabelValues <= 0 {
 		errs = append(errs, fmt.Errorf("max_label_values: must be positive, got %d", c.MaxLabelValues))

@@ -55,6 +55,7 @@ func TestCustomConfig(t *testing.T) {
 		TickInterval:         500 * time.Millisecond,
 		MetricsFlushInterval: 10 * time.Second,
 		MaxLabelValues:       50,
+		Workers:              4,
 		Checkpoint:           CheckpointConfig{Path: "/var/lib/flowtrace/correlator.checkpoint", Interval: time.Minute},
 	}, cfg)
 }
@@ -69,6 +70,7 @@ func TestInvalidConfigs(t *testing.T) {
 		"bad_numbers": {
 			"tick_interval: must be positive",
 			"max_label_values: must be positive",
+			"workers: must be at least 1",
 			"max_in_flight_hops: must not be negative",
 			"checkpoint::interval: must be positive",
 		},

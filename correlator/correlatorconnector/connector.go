@@ -3,6 +3,7 @@ package correlatorconnector
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -27,7 +28,7 @@ type core struct {
 	clock  func() time.Time // processing time; time.Now outside tests
 
 	mu     sync.Mutex
-	engine *correlator.Engine
+	engine engine
 	conv   *spanevent.Converter
 	agg    *aggregator
 
@@ -43,8 +44,32 @@ type core struct {
 	done      sync.WaitGroup
 }
 
+// engine is a correlator.Engine, or a correlator.Sharded of several.
+type engine interface {
+	Add(now time.Time, ev *model.Event)
+	Advance(now time.Time)
+	Flush() correlator.Changes
+	Stats() correlator.Stats
+	Checkpoint(w io.Writer) error
+	Restore(r io.Reader) error
+}
+
+func newEngine(cfg *Config) (engine, error) {
+	if cfg.Workers > 1 {
+		return correlator.NewSharded(cfg.Config, cfg.Workers)
+	}
+	return correlator.New(cfg.Config)
+}
+
+// closeEngine stops a sharded engine's workers.
+func closeEngine(e engine) {
+	if s, ok := e.(*correlator.Sharded); ok {
+		s.Close()
+	}
+}
+
 func newCore(cfg *Config, logger *zap.Logger) (*core, error) {
-	engine, err := correlator.New(cfg.Config)
+	engine, err := newEngine(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -88,9 +113,15 @@ func (c *core) shutdown(ctx context.Context, started bool) error {
 		stop = c.started == 0
 	}
 	c.lifecycle.Unlock()
-	if last && c.release != nil {
-		// Outside lifecycle: the factory takes its own lock, then ours.
-		defer c.release()
+	if last {
+		// Deferred, so the engine outlives the last flush below; and outside
+		// lifecycle, as the factory takes its own lock, then ours.
+		defer func() {
+			closeEngine(c.engine)
+			if c.release != nil {
+				c.release()
+			}
+		}()
 	}
 	if !stop {
 		return nil

@@ -179,6 +179,23 @@ func sumOf(md pmetric.Metrics, name string) int64 {
 	return total
 }
 
+// TestSpansInFlowsOutSharded is TestSpansInFlowsOut with the flows spread
+// over workers.
+func TestSpansInFlowsOutSharded(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 5})
+	batches := w.Spans(50)
+	cfg := simConfig()
+	cfg.Workers = 3
+	clock := &simClock{now: batches[0].Arrival}
+	r := newRoutes(t, NewFactory(), cfg, clock)
+	feed(t, r, clock, batches)
+	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+	r.shutdown(t)
+	hops, flows := decode(t, r.logsSink)
+	report := flowsim.Score(w.Truth, hops, flows)
+	require.True(t, report.Exact(), report.String())
+}
+
 // TestOnlyOneRouteFeedsTheEngine: both routes receive every batch; the
 // engine must see it once.
 func TestOnlyOneRouteFeedsTheEngine(t *testing.T) {
