@@ -465,24 +465,14 @@ func (e *Engine) clearStuck(f *flow) {
 	}
 }
 
-// release forgets a flow. Map entries that point at it stay until a sweep.
+// release forgets a finished or evicted flow. Map entries that point at it
+// stay until a sweep.
 func (e *Engine) release(f *flow) {
-	e.lists[f.state].remove(f)
-	if f.flags&flowHasStuck != 0 {
-		e.stats.StuckFlows--
-	}
-	f.state = flowReleased
-	e.flows--
 	if e.trackReleases {
 		e.releasedAnchors = append(e.releasedAnchors, f.anchor)
 	}
-	for _, m := range f.messages {
-		if m.parent == nil {
-			e.hops -= m.hopCount()
-		}
-	}
 	e.stale += len(f.messages) + len(f.keys)
-	f.messages, f.keys = nil, nil
+	e.forget(f)
 	if e.stale > 1024 && e.stale > (len(e.aliases)+len(e.keys))/2 {
 		e.sweep()
 	}

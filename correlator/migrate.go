@@ -64,8 +64,8 @@ func containsFlow(flows []*flow, f *flow) bool {
 	return false
 }
 
-// forget drops a flow that moved elsewhere: unlike release, nothing is
-// counted as finished or reported.
+// forget drops a flow from the engine's lists and counts; release and
+// extract build on it.
 func (e *Engine) forget(f *flow) {
 	e.lists[f.state].remove(f)
 	if f.flags&flowHasStuck != 0 {
