@@ -62,6 +62,7 @@ type hopSnapshot struct {
 	Group, Consumer, Dest       sym
 	Trace                       uint32
 	Attempts, ProcAttempt       uint16
+	TraceAttempt                uint16
 	Flags                       hopFlags
 	Deliver, Settle, Processing int64
 }
@@ -97,7 +98,7 @@ func (e *Engine) aliasesByMessage() map[*message][]uint64 {
 func (e *Engine) snapshotFlow(f *flow, aliases map[*message][]uint64) flowSnapshot {
 	fs := flowSnapshot{
 		FirstSeen: f.firstSeen, LastActivity: f.lastActivity, State: f.state,
-		Flags: f.flags &^ flowDirty, EmittedID: f.emittedID, Anchor: f.anchor,
+		Flags: f.flags, EmittedID: f.emittedID, Anchor: f.anchor,
 	}
 	for _, k := range f.keys {
 		fs.Keys = append(fs.Keys, flowKeySnapshot{Kind: k.kind, Value: k.value})
@@ -111,7 +112,7 @@ func (e *Engine) snapshotFlow(f *flow, aliases map[*message][]uint64) flowSnapsh
 func snapshotMessage(m *message, aliases []uint64) messageSnapshot {
 	ms := messageSnapshot{
 		Aliases: aliases, BrokerID: m.brokerID, System: m.system, Producer: m.producer, PubDest: m.pubDest,
-		PubAttempt: m.pubAttempt, Flags: m.flags &^ msgDirty, PubTrace: m.pubTrace, EmittedParent: m.emittedParent,
+		PubAttempt: m.pubAttempt, Flags: m.flags, PubTrace: m.pubTrace, EmittedParent: m.emittedParent,
 		Publish: m.publish,
 	}
 	if x := m.extra; x != nil {
@@ -125,7 +126,7 @@ func snapshotMessage(m *message, aliases []uint64) messageSnapshot {
 	for _, h := range m.hops {
 		ms.Hops = append(ms.Hops, hopSnapshot{
 			Group: h.group, Consumer: h.consumer, Dest: h.dest, Trace: h.trace, Attempts: h.attempts,
-			ProcAttempt: h.procAttempt, Flags: h.flags, Deliver: h.deliver, Settle: h.settle, Processing: h.processing,
+			ProcAttempt: h.procAttempt, TraceAttempt: h.traceAttempt, Flags: h.flags, Deliver: h.deliver, Settle: h.settle, Processing: h.processing,
 		})
 	}
 	return ms
@@ -201,7 +202,7 @@ func (e *Engine) restoreFlow(fs *flowSnapshot, symbols []string) (*flow, error) 
 		for _, hs := range ms.Hops {
 			m.hops = append(m.hops, hop{
 				group: tr(hs.Group), consumer: tr(hs.Consumer), dest: tr(hs.Dest), trace: hs.Trace, attempts: hs.Attempts,
-				procAttempt: hs.ProcAttempt, flags: hs.Flags, deliver: hs.Deliver, settle: hs.Settle, processing: hs.Processing,
+				procAttempt: hs.ProcAttempt, traceAttempt: hs.TraceAttempt, flags: hs.Flags, deliver: hs.Deliver, settle: hs.Settle, processing: hs.Processing,
 			})
 		}
 		f.messages = append(f.messages, m)
@@ -209,8 +210,13 @@ func (e *Engine) restoreFlow(fs *flowSnapshot, symbols []string) (*flow, error) 
 	if bad {
 		return nil, fmt.Errorf("%w: symbol out of range", errBadSnapshot)
 	}
-	// Only now, whole and valid, does the flow join the engine.
+	// Only now, whole and valid, does the flow join the engine; with changes
+	// not yet emitted when it was captured, it is due for a flush.
 	e.lists[f.state].insertByActivity(f)
+	if f.flags&flowDirty != 0 {
+		f.flags &^= flowDirty
+		e.markDirty(f)
+	}
 	e.flows++
 	if f.flags&flowHasStuck != 0 {
 		e.stats.StuckFlows++

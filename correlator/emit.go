@@ -112,8 +112,8 @@ type flowSummary struct {
 
 // parentHop is where a message was published from: a hop of another message.
 type parentHop struct {
-	message *message
-	hop     int // index into message.hops
+	message int // index into the flow's messages, -1 for none
+	hop     int // index into that message's hops
 }
 
 // emitFlow writes the flow's new version and the new versions of its
@@ -144,8 +144,8 @@ func (e *Engine) emitFlow(f *flow) {
 	name := ""
 	for i, m := range messages {
 		var parent uint64
-		if p := parents[i]; p.message != nil {
-			parent = e.hopHash(idents[indexOf(messages, p.message)], p.message.hops[p.hop].group)
+		if p := parents[i]; p.message >= 0 {
+			parent = e.hopHash(idents[p.message], messages[p.message].hops[p.hop].group)
 		}
 		e.emitMessage(m, f, idents[i], flowID, parent, &sum)
 		if m.extra != nil {
@@ -179,15 +179,6 @@ func (e *Engine) emitFlow(f *flow) {
 	e.out.Flows = append(e.out.Flows, out)
 }
 
-func indexOf(messages []*message, m *message) int {
-	for i, x := range messages {
-		if x == m {
-			return i
-		}
-	}
-	return -1
-}
-
 // liveMessages compacts the flow's message list to the roots it still owns.
 func (e *Engine) liveMessages(f *flow) []*message {
 	live := f.messages[:0]
@@ -208,24 +199,40 @@ func (e *Engine) liveMessages(f *flow) []*message {
 // then the smallest identity.
 func (e *Engine) parentHops(messages []*message, idents []uint64) []parentHop {
 	parents := make([]parentHop, len(messages))
-	for i, m := range messages {
-		if m.pubTrace == 0 {
-			continue
-		}
-		var best parentHop
-		var bestIdent uint64
+	// Large flows index their consumer hops by trace; small ones scan.
+	var byTrace map[uint32][]parentHop
+	if len(messages) > 16 {
+		byTrace = make(map[uint32][]parentHop)
 		for j, p := range messages {
-			if j == i {
-				continue
-			}
 			for k := range p.hops {
-				h := &p.hops[k]
-				// A parent was delivered before its child was published.
-				if h.trace != m.pubTrace || h.deliver == 0 || m.publish == 0 || h.deliver > m.publish {
-					continue
+				if t := p.hops[k].trace; t != 0 {
+					byTrace[t] = append(byTrace[t], parentHop{message: j, hop: k})
 				}
-				if best.message == nil || betterParent(m, h, idents[j], best.message.hops[best.hop], bestIdent) {
-					best, bestIdent = parentHop{message: p, hop: k}, idents[j]
+			}
+		}
+	}
+	for i, m := range messages {
+		best := parentHop{message: -1}
+		consider := func(c parentHop) {
+			h := &messages[c.message].hops[c.hop]
+			// A parent was delivered before its child was published.
+			if c.message == i || h.trace != m.pubTrace || h.deliver == 0 || h.deliver > m.publish {
+				return
+			}
+			if best.message < 0 || betterParent(m, h, idents[c.message], &messages[best.message].hops[best.hop], idents[best.message]) {
+				best = c
+			}
+		}
+		switch {
+		case m.pubTrace == 0 || m.publish == 0:
+		case byTrace != nil:
+			for _, c := range byTrace[m.pubTrace] {
+				consider(c)
+			}
+		default:
+			for j, p := range messages {
+				for k := range p.hops {
+					consider(parentHop{message: j, hop: k})
 				}
 			}
 		}
@@ -234,7 +241,7 @@ func (e *Engine) parentHops(messages []*message, idents []uint64) []parentHop {
 	return parents
 }
 
-func betterParent(child *message, h *hop, ident uint64, than hop, thanIdent uint64) bool {
+func betterParent(child *message, h *hop, ident uint64, than *hop, thanIdent uint64) bool {
 	matchA, matchB := h.consumer == child.producer, than.consumer == child.producer
 	if matchA != matchB {
 		return matchA
@@ -251,7 +258,7 @@ func rootMessage(messages []*message, idents []uint64, parents []parentHop) int 
 	best := -1
 	for pass := 0; pass < 2 && best < 0; pass++ {
 		for i, m := range messages {
-			if pass == 0 && parents[i].message != nil {
+			if pass == 0 && parents[i].message >= 0 {
 				continue
 			}
 			if best < 0 || m.start() < messages[best].start() ||
@@ -267,8 +274,10 @@ func rootMessage(messages []*message, idents []uint64, parents []parentHop) int 
 func (e *Engine) rootName(root *message) string {
 	producer := e.syms.name(root.producer)
 	dest := e.syms.name(root.pubDest)
-	if dest == "" && len(root.hops) > 0 {
-		dest = e.syms.name(root.hops[0].dest)
+	for i := range root.hops {
+		if d := e.syms.name(root.hops[i].dest); dest == "" || root.pubDest == 0 && d < dest {
+			dest = d
+		}
 	}
 	switch {
 	case producer == "":
@@ -452,10 +461,10 @@ func (e *Engine) criticalPath(messages []*message, idents []uint64, parents []pa
 		group = hops[best].group
 	}
 	path := []string{idString(e.hopHash(idents[last], group))}
-	for i, steps := last, 0; parents[i].message != nil && steps < len(messages); steps++ {
+	for i, steps := last, 0; parents[i].message >= 0 && steps < len(messages); steps++ {
 		p := parents[i]
-		i = indexOf(messages, p.message)
-		path = append(path, idString(e.hopHash(idents[i], p.message.hops[p.hop].group)))
+		i = p.message
+		path = append(path, idString(e.hopHash(idents[i], messages[i].hops[p.hop].group)))
 	}
 	slices.Reverse(path)
 	return path

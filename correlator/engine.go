@@ -55,7 +55,9 @@ type Engine struct {
 
 	hops  int // hops held
 	flows int // flows held
-	stale int // map entries pointing at released flows, swept when many
+	// swept is the size of the maps after the last sweep: they are swept of
+	// released flows' entries whenever they have doubled since.
+	swept int
 	stats Stats
 
 	rootScratch []*message
@@ -129,7 +131,7 @@ func (e *Engine) addTo(ev *model.Event, kind model.EventKind, dest string, attem
 	if hasRows(m) && identityWouldChange(m, ev.MessageID, ref, system) {
 		e.retireRows(m)
 	}
-	m.setIdentity(ev.MessageID, ref, system)
+	m.setIdentity(ev.MessageID, ref, system, &e.syms)
 	e.observe(m, ev, kind, dest, attempt)
 	e.joinFlow(m, ev, aliases[0])
 }
@@ -245,7 +247,7 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 		group = ev.Service
 	}
 	h := e.hopOf(m, e.syms.intern(group))
-	h.observeConsumer(service, destination, trace, &e.syms)
+	h.observeConsumer(service, destination, trace, max(attempt, 1), &e.syms)
 	h.observeAttempt(attempt)
 	switch kind {
 	case model.EventDeliver:
@@ -351,10 +353,15 @@ func (e *Engine) unionFlows(a, b *flow) *flow {
 		}
 	}
 	e.retireFlowRow(b)
+	e.clearStuck(b)
 	b.parent = a
 	a.messages = append(a.messages, b.messages...)
 	a.keys = append(a.keys, b.keys...)
-	a.firstSeen = min(a.firstSeen, b.firstSeen)
+	if a.emittedID == 0 {
+		// Rows stand under the first_seen they were written with: it only
+		// moves while nothing was written.
+		a.firstSeen = min(a.firstSeen, b.firstSeen)
+	}
 	a.lastActivity = max(a.lastActivity, b.lastActivity)
 	a.flags |= flowRekeyed | b.flags&flowFinishEmitted
 	e.lists[b.state].remove(b)
@@ -368,12 +375,10 @@ func (e *Engine) unionFlows(a, b *flow) *flow {
 // and stops being stuck or finished.
 func (e *Engine) touch(f *flow) {
 	f.lastActivity = e.now
-	switch f.state {
-	case flowQuiet:
-		e.clearStuck(f)
-	case flowFinished:
+	if f.state == flowFinished {
 		e.stats.FlowsReopened++
 	}
+	e.clearStuck(f)
 	e.lists[f.state].remove(f)
 	f.state = flowActive
 	e.lists[flowActive].pushBack(f)
@@ -471,9 +476,8 @@ func (e *Engine) release(f *flow) {
 	if e.trackReleases {
 		e.releasedAnchors = append(e.releasedAnchors, f.anchor)
 	}
-	e.stale += len(f.messages) + len(f.keys)
 	e.forget(f)
-	if e.stale > 1024 && e.stale > (len(e.aliases)+len(e.keys))/2 {
+	if size := len(e.aliases) + len(e.keys); size > 2*max(e.swept, 1024) {
 		e.sweep()
 	}
 }
@@ -491,7 +495,7 @@ func (e *Engine) sweep() {
 		}
 	}
 
-	e.stale = 0
+	e.swept = len(e.aliases) + len(e.keys)
 }
 
 // enforceLimits keeps the engine within max_in_flight_hops and

@@ -255,3 +255,107 @@ func TestDestinationPatterns(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, "orders", base)
 }
+
+// quietFlow publishes one message nobody receives and lets it go stuck.
+func quietFlow(t *testing.T, e *Engine, id string, at time.Time) {
+	t.Helper()
+	e.Add(at, &model.Event{Time: at, Kind: model.EventPublish, System: "nats", MessageID: id, Service: "api", TraceID: "t-" + id, SpanID: "s"})
+}
+
+func TestReopenedFlowIsNoLongerStuck(t *testing.T) {
+	e, err := New(Config{StuckAfter: time.Second, FlowIdle: 2 * time.Second, Retain: time.Hour})
+	require.NoError(t, err)
+	quietFlow(t, e, "a", t0)
+	e.Advance(t0.Add(3 * time.Second)) // stuck, then finished
+	require.Equal(t, 1, e.Stats().StuckFlows)
+	late := t0.Add(4 * time.Second)
+	e.Add(late, &model.Event{Time: late, Kind: model.EventProcess, System: "nats", MessageID: "a", Service: "billing", Duration: time.Millisecond})
+	changes := e.Flush()
+	require.NotEmpty(t, changes.Flows)
+	last := changes.Flows[len(changes.Flows)-1]
+	assert.Equal(t, model.FlowRunning, last.Status)
+	assert.Zero(t, e.Stats().StuckFlows)
+}
+
+func TestJoiningAStuckFlowClearsIt(t *testing.T) {
+	e, err := New(Config{StuckAfter: time.Second, FlowIdle: time.Minute})
+	require.NoError(t, err)
+	quietFlow(t, e, "a", t0)
+	e.Advance(t0.Add(2 * time.Second))
+	require.Equal(t, 1, e.Stats().StuckFlows)
+	now := t0.Add(3 * time.Second)
+	// A busier flow that shares a key with the stuck one absorbs it.
+	for i := range 3 {
+		e.Add(now, &model.Event{Time: now, Kind: model.EventPublish, System: "nats", MessageID: fmt.Sprint("b", i), Service: "api", TraceID: "t-b", SpanID: fmt.Sprint(i)})
+	}
+	e.Add(now, &model.Event{Time: now, Kind: model.EventProcess, System: "nats", MessageID: "a", Service: "billing", TraceID: "t-b", SpanID: "x", Duration: time.Millisecond})
+	assert.Zero(t, e.Stats().StuckFlows)
+	for _, h := range e.Flush().Hops {
+		assert.NotEqual(t, model.HopStuck, h.Outcome, h.MessageID)
+	}
+}
+
+func TestFirstSeenNeverMovesOnceWritten(t *testing.T) {
+	e, err := New(Config{})
+	require.NoError(t, err)
+	e.Add(t0.Add(time.Hour), &model.Event{Time: t0, Kind: model.EventPublish, System: "kafka", MessageID: "a", Service: "api", TraceID: "t1", SpanID: "1"})
+	first := e.Flush()
+	seen := first.Flows[0].FirstSeen
+	// An older flow, seen earlier by a restored engine in real life, joins it.
+	e.Add(t0.Add(2*time.Hour), &model.Event{Time: t0, Kind: model.EventProcess, System: "kafka", MessageID: "a", Service: "billing", TraceID: "t2", SpanID: "2"})
+	for _, f := range e.Flush().Flows {
+		if !f.Deleted && f.ID == first.Flows[0].ID {
+			assert.Equal(t, seen, f.FirstSeen)
+		}
+	}
+}
+
+func TestParentIsFoundThroughTheSuccessfulAttempt(t *testing.T) {
+	for _, traces := range [][2]string{{"t-fail", "t-ok"}, {"t-ok", "t-fail"}} {
+		fail, ok := traces[0], traces[1]
+		if fail == "t-ok" {
+			fail, ok = "zz-fail", "aa-ok"
+		}
+		events := []model.Event{
+			{Time: at(0), Kind: model.EventPublish, System: "rabbitmq", MessageID: "m1", Service: "api", TraceID: "t1", SpanID: "p1"},
+			{Time: at(10), Kind: model.EventProcess, System: "rabbitmq", MessageID: "m1", Service: "billing", TraceID: fail, SpanID: "c1", Attempt: 1, Outcome: "error", Duration: time.Millisecond},
+			{Time: at(20), Kind: model.EventProcess, System: "rabbitmq", MessageID: "m1", Service: "billing", TraceID: ok, SpanID: "c2", Attempt: 2, Duration: 5 * time.Millisecond},
+			{Time: at(22), Kind: model.EventPublish, System: "rabbitmq", MessageID: "m2", Service: "billing", TraceID: ok, SpanID: "p2"},
+		}
+		hops, _ := final(t, Config{}, events)
+		byMessage := map[string]model.Hop{}
+		for _, h := range hops {
+			byMessage[h.MessageID] = h
+		}
+		assert.Equal(t, byMessage["m1"].HopID, byMessage["m2"].ParentHopID, "traces %v", traces)
+	}
+}
+
+func TestReleasedFlowsLeaveNoMapEntriesBehind(t *testing.T) {
+	e, err := New(Config{StuckAfter: time.Second, FlowIdle: time.Second, Retain: time.Second})
+	require.NoError(t, err)
+	for i := range 20_000 {
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		trace := fmt.Sprint("t", i)
+		e.Add(now, &model.Event{Time: now, Kind: model.EventPublish, System: "redis", Service: "api", TraceID: trace, SpanID: "p"})
+		e.Add(now, &model.Event{Time: now, Kind: model.EventDeliver, System: "redis", Service: "w", TraceID: trace + "c", SpanID: "d", Links: []model.SpanRef{{TraceID: trace, SpanID: "p"}}})
+		e.Add(now, &model.Event{Time: now, Kind: model.EventSettle, System: "redis", Service: "w", TraceID: trace + "c", SpanID: "s", ParentSpanID: "d"})
+		e.Advance(now)
+		e.Flush()
+	}
+	assert.Less(t, e.Stats().InFlightFlows, 5000)
+	// Released flows' entries are swept away as the maps grow: they never
+	// outnumber the live flows' own entries by more than the sweep's slack.
+	live := 0
+	for _, m := range e.aliases {
+		if f := rootFlow(m.root()); f != nil && f.state != flowReleased {
+			live++
+		}
+	}
+	for _, f := range e.keys {
+		if f.root().state != flowReleased {
+			live++
+		}
+	}
+	assert.LessOrEqual(t, len(e.aliases)+len(e.keys), 2*max(live, 1024)+8, "live entries: %d", live)
+}

@@ -63,16 +63,17 @@ const (
 
 // hop is one consumer group's side of a message.
 type hop struct {
-	group       sym
-	consumer    sym
-	dest        sym
-	trace       uint32 // smallest hash of the consumer side's traces
-	attempts    uint16
-	procAttempt uint16
-	flags       hopFlags
-	deliver     int64 // earliest delivery or process start, 0 = not observed
-	settle      int64 // latest settlement
-	processing  int64 // duration of the process with the highest attempt
+	group        sym
+	consumer     sym
+	dest         sym
+	trace        uint32 // hash of the consumer side's trace at its highest attempt (the smallest, on ties)
+	attempts     uint16
+	procAttempt  uint16
+	traceAttempt uint16
+	flags        hopFlags
+	deliver      int64 // earliest delivery or process start, 0 = not observed
+	settle       int64 // latest settlement
+	processing   int64 // duration of the process with the highest attempt
 }
 
 type hopFlags uint8
@@ -136,7 +137,7 @@ func (m *message) hopCount() int {
 
 // setIdentity records identities deterministically: the smallest wins, and
 // a broker id makes span references moot.
-func (m *message) setIdentity(brokerID, ref string, system sym) {
+func (m *message) setIdentity(brokerID, ref string, system sym, syms *symbols) {
 	if brokerID != "" && (m.brokerID == "" || brokerID < m.brokerID) {
 		m.brokerID = brokerID
 	}
@@ -148,9 +149,7 @@ func (m *message) setIdentity(brokerID, ref string, system sym) {
 	case ref != "" && (m.extra == nil || m.extra.minRef == "" || ref < m.extra.minRef):
 		m.ext().minRef = ref
 	}
-	if m.system == 0 {
-		m.system = system
-	}
+	m.system = smallerSym(m.system, system, syms)
 }
 
 // observePublish folds a publish in; see the message's doc for which wins.
@@ -247,7 +246,7 @@ func (m *message) absorb(other *message, syms *symbols) {
 	if other.extra != nil {
 		minRef = other.extra.minRef
 	}
-	m.setIdentity(other.brokerID, minRef, other.system)
+	m.setIdentity(other.brokerID, minRef, other.system, syms)
 	if other.publish != 0 {
 		m.observePublish(other.publish, other.pubAttempt, other.producer, other.pubDest, other.pubTrace, syms)
 	}
@@ -282,11 +281,14 @@ func smallerSym(a, b sym, syms *symbols) sym {
 	return a
 }
 
-func (h *hop) observeConsumer(consumer, dest sym, trace uint32, syms *symbols) {
+// observeConsumer folds in a consumer-side event. The trace kept is the one
+// the latest attempt ran in: a message published while a retried consumer
+// worked was published from its successful attempt.
+func (h *hop) observeConsumer(consumer, dest sym, trace uint32, attempt uint16, syms *symbols) {
 	h.consumer = smallerSym(h.consumer, consumer, syms)
 	h.dest = smallerSym(h.dest, dest, syms)
-	if trace != 0 && (h.trace == 0 || trace < h.trace) {
-		h.trace = trace
+	if trace != 0 && (h.trace == 0 || attempt > h.traceAttempt || attempt == h.traceAttempt && trace < h.trace) {
+		h.trace, h.traceAttempt = trace, attempt
 	}
 }
 
@@ -303,7 +305,7 @@ func (h *hop) observeProcess(start, duration int64, attempt uint16) {
 
 // absorb merges another hop of the same group.
 func (h *hop) absorb(other *hop, syms *symbols) {
-	h.observeConsumer(other.consumer, other.dest, other.trace, syms)
+	h.observeConsumer(other.consumer, other.dest, other.trace, other.traceAttempt, syms)
 	h.deliver = minNonZero(h.deliver, other.deliver)
 	h.settle = max(h.settle, other.settle)
 	h.attempts = max(h.attempts, other.attempts)

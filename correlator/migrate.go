@@ -42,11 +42,7 @@ func (e *Engine) extract(ids []uint64) *bundle {
 	}
 	b := &bundle{symbols: e.syms.names, version: e.version}
 	for _, f := range flows {
-		snap := e.snapshotFlow(f, aliases)
-		if f.flags&flowDirty != 0 {
-			snap.Flags |= flowDirty // changes not yet emitted travel along
-		}
-		b.flows = append(b.flows, snap)
+		b.flows = append(b.flows, e.snapshotFlow(f, aliases))
 		for _, k := range f.keys {
 			delete(e.keys, e.keyHash(e.syms.name(k.kind), k.value))
 		}
@@ -85,13 +81,8 @@ func (e *Engine) forget(f *flow) {
 func (e *Engine) implant(b *bundle) error {
 	e.version = max(e.version, b.version)
 	for i := range b.flows {
-		f, err := e.restoreFlow(&b.flows[i], b.symbols)
-		if err != nil {
+		if _, err := e.restoreFlow(&b.flows[i], b.symbols); err != nil {
 			return err
-		}
-		if f.flags&flowDirty != 0 {
-			f.flags &^= flowDirty
-			e.markDirty(f)
 		}
 	}
 	return nil

@@ -91,6 +91,31 @@ func (w *worker) do(fn func(*Engine)) {
 
 // Add routes one event to the worker holding its flow.
 func (s *Sharded) Add(now time.Time, ev *model.Event) {
+	if kind, _, _ := s.router.normalize(ev); isBatch(ev, kind) && !hasFlowKeys(ev) {
+		// Nothing joins the linked messages' flows: each link goes on its own.
+		for _, link := range ev.Links {
+			one := *ev
+			one.Links = []model.SpanRef{link}
+			s.add(now, &one)
+		}
+		return
+	}
+	s.add(now, ev)
+}
+
+func hasFlowKeys(ev *model.Event) bool {
+	if ev.TraceID != "" {
+		return true
+	}
+	for _, k := range ev.Keys {
+		if k.Value != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Sharded) add(now time.Time, ev *model.Event) {
 	s.ids = s.router.routingIDs(ev, s.ids[:0])
 	if len(s.ids) == 0 {
 		s.ignored++
