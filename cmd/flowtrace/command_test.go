@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowtrace/flowtrace/model"
@@ -93,7 +94,7 @@ func TestPrintDefaultConfig(t *testing.T) {
 func TestComponentsCommand(t *testing.T) {
 	out, err := execute(t, "components")
 	require.NoError(t, err)
-	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator"} {
+	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator", "clickhouse", "file_storage"} {
 		require.Contains(t, out, "name: "+name)
 	}
 }
@@ -142,6 +143,42 @@ func TestRunDefaultConfig(t *testing.T) {
 	withStore(t, dataDir, func(st storage.Store) {
 		_, err := st.FindFlows(t.Context(), storage.FlowQuery{})
 		require.NoError(t, err)
+	})
+}
+
+// TestSpansBecomeStoredFlows: a messaging span sent to the default pipeline
+// ends up, through the correlator and the ClickHouse exporter, as a flow in
+// storage, with the span's event.
+func TestSpansBecomeStoredFlows(t *testing.T) {
+	t.Setenv(dataDirEnv, "")
+	dataDir := t.TempDir()
+	start := time.Now().UnixNano()
+	span := fmt.Sprintf(`{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+		"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+		"name":"orders publish","kind":4,"startTimeUnixNano":"%d","endTimeUnixNano":"%d",
+		"attributes":[{"key":"messaging.system","value":{"stringValue":"rabbitmq"}},
+		{"key":"messaging.operation.type","value":{"stringValue":"send"}},
+		{"key":"messaging.destination.name","value":{"stringValue":"orders"}},
+		{"key":"messaging.message.id","value":{"stringValue":"m-1"}}]}]}]}]}`, start, start+1_000_000)
+	runFlowtrace(t, dataDir, func(endpoints endpoints, client *http.Client) {
+		resp, err := client.Post("http://"+endpoints.otlpHTTP+"/v1/traces", "application/json", strings.NewReader(span))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		// The exporter's queue writes batches at least every second.
+		time.Sleep(2500 * time.Millisecond)
+	})
+	withStore(t, dataDir, func(st storage.Store) {
+		page, err := st.FindFlows(t.Context(), storage.FlowQuery{Key: "m-1"})
+		require.NoError(t, err)
+		require.Len(t, page.Flows, 1)
+		assert.Equal(t, "checkout orders", page.Flows[0].Name)
+		detail, err := st.GetFlow(t.Context(), page.Flows[0].ID)
+		require.NoError(t, err)
+		require.Len(t, detail.Hops, 1)
+		assert.Equal(t, "m-1", detail.Hops[0].MessageID)
+		require.Len(t, detail.Events, 1)
+		assert.Equal(t, model.EventPublish, detail.Events[0].Kind)
 	})
 }
 

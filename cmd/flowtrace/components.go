@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/jaegerreceiver"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/zipkinreceiver"
 	"go.opentelemetry.io/collector/exporter/debugexporter"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 
 	"github.com/flowtrace/flowtrace/correlator/correlatorconnector"
+	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter"
 	"github.com/flowtrace/flowtrace/storage/flowstorage"
 )
 
@@ -29,6 +31,7 @@ func components() (otelcol.Factories, error) {
 
 	factories.Extensions, err = otelcol.MakeFactoryMap(
 		healthcheckextension.NewFactory(),
+		filestorage.NewFactory(),
 		flowstorage.NewFactory(),
 	)
 	if err != nil {
@@ -54,6 +57,7 @@ func components() (otelcol.Factories, error) {
 
 	factories.Exporters, err = otelcol.MakeFactoryMap(
 		debugexporter.NewFactory(),
+		clickhouseexporter.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, fmt.Errorf("exporters: %w", err)

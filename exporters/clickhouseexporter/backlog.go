@@ -1,0 +1,109 @@
+package clickhouseexporter
+
+import (
+	"fmt"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/flowtrace/flowtrace/model"
+)
+
+// Backlog metric names: the broker taps emit them, one gauge point per
+// destination (and consumer group), with attributes system, broker,
+// destination and consumer_group. docs/METRICS.md documents them.
+const (
+	MetricDepth       = "flowtrace.backlog.depth"
+	MetricUnacked     = "flowtrace.backlog.unacked"
+	MetricLag         = "flowtrace.backlog.lag"
+	MetricLagSeconds  = "flowtrace.backlog.lag_seconds"
+	MetricConsumers   = "flowtrace.backlog.consumers"
+	MetricPublishRate = "flowtrace.backlog.publish_rate"
+	MetricDeliverRate = "flowtrace.backlog.deliver_rate"
+)
+
+type sampleKey struct {
+	time                                       pcommon.Timestamp
+	system, broker, destination, consumerGroup string
+}
+
+// backlogSamples gathers the backlog gauges into one sample per time and
+// destination. A point of another shape is reported, not guessed at.
+func backlogSamples(md pmetric.Metrics) ([]model.BacklogSample, []error) {
+	var bad []error
+	samples := map[sampleKey]*model.BacklogSample{}
+	var order []sampleKey
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				m := ms.At(k)
+				set := setter(m.Name())
+				if set == nil {
+					continue
+				}
+				if m.Type() != pmetric.MetricTypeGauge {
+					bad = append(bad, fmt.Errorf("%s: want a gauge, got %s", m.Name(), m.Type()))
+					continue
+				}
+				points := m.Gauge().DataPoints()
+				for p := 0; p < points.Len(); p++ {
+					dp := points.At(p)
+					key := sampleKey{time: dp.Timestamp()}
+					attrs := dp.Attributes()
+					for name, field := range map[string]*string{"system": &key.system, "broker": &key.broker, "destination": &key.destination, "consumer_group": &key.consumerGroup} {
+						if v, ok := attrs.Get(name); ok {
+							*field = v.AsString()
+						}
+					}
+					if key.destination == "" {
+						bad = append(bad, fmt.Errorf("%s: a point without a destination attribute", m.Name()))
+						continue
+					}
+					s := samples[key]
+					if s == nil {
+						s = &model.BacklogSample{Time: dp.Timestamp().AsTime().UTC(), System: key.system, Broker: key.broker,
+							Destination: key.destination, ConsumerGroup: key.consumerGroup}
+						samples[key] = s
+						order = append(order, key)
+					}
+					var v float64
+					switch dp.ValueType() {
+					case pmetric.NumberDataPointValueTypeInt:
+						v = float64(dp.IntValue())
+					case pmetric.NumberDataPointValueTypeDouble:
+						v = dp.DoubleValue()
+					}
+					set(s, v)
+				}
+			}
+		}
+	}
+	out := make([]model.BacklogSample, 0, len(order))
+	for _, k := range order {
+		out = append(out, *samples[k])
+	}
+	return out, bad
+}
+
+func setter(name string) func(*model.BacklogSample, float64) {
+	switch name {
+	case MetricDepth:
+		return func(s *model.BacklogSample, v float64) { s.Depth = int64(v) }
+	case MetricUnacked:
+		return func(s *model.BacklogSample, v float64) { s.Unacked = int64(v) }
+	case MetricLag:
+		return func(s *model.BacklogSample, v float64) { s.LagMessages = int64(v) }
+	case MetricLagSeconds:
+		return func(s *model.BacklogSample, v float64) { s.LagSeconds = v }
+	case MetricConsumers:
+		return func(s *model.BacklogSample, v float64) { s.Consumers = int64(v) }
+	case MetricPublishRate:
+		return func(s *model.BacklogSample, v float64) { s.PublishRate = v }
+	case MetricDeliverRate:
+		return func(s *model.BacklogSample, v float64) { s.DeliverRate = v }
+	}
+	return nil
+}

@@ -1,0 +1,50 @@
+package clickhouseexporter
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter/internal/metadata"
+)
+
+func loadConfig(t *testing.T, name string) *Config {
+	t.Helper()
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	id := component.NewID(metadata.Type)
+	if name != "" {
+		id = component.NewIDWithName(metadata.Type, name)
+	}
+	sub, err := cm.Sub(id.String())
+	require.NoError(t, err)
+	cfg := createDefaultConfig()
+	require.NoError(t, sub.Unmarshal(cfg))
+	return cfg
+}
+
+func TestConfigs(t *testing.T) {
+	def := loadConfig(t, "")
+	require.NoError(t, confmap.Validate(def))
+	assert.Equal(t, "default", def.Backend)
+
+	custom := loadConfig(t, "custom")
+	require.NoError(t, confmap.Validate(custom))
+	assert.Equal(t, "central", custom.Backend)
+	assert.Equal(t, 10*time.Second, custom.Timeout)
+	assert.Equal(t, map[string]string{"app.order_id": "order_id"}, custom.Spans.KeyAttributes)
+	queue := custom.QueueConfig.Get()
+	require.NotNil(t, queue)
+	require.NotNil(t, queue.StorageID)
+	assert.Equal(t, "file_storage", queue.StorageID.String())
+	assert.Equal(t, int64(5000), queue.QueueSize)
+	assert.Equal(t, 10*time.Minute, custom.BackOffConfig.MaxElapsedTime)
+
+	require.ErrorContains(t, confmap.Validate(loadConfig(t, "bad")), "backend: must not be empty")
+}
