@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -94,7 +95,7 @@ func TestPrintDefaultConfig(t *testing.T) {
 func TestComponentsCommand(t *testing.T) {
 	out, err := execute(t, "components")
 	require.NoError(t, err)
-	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator", "clickhouse", "file_storage"} {
+	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator", "clickhouse", "file_storage", "prometheus"} {
 		require.Contains(t, out, "name: "+name)
 	}
 }
@@ -167,6 +168,14 @@ func TestSpansBecomeStoredFlows(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		// The exporter's queue writes batches at least every second.
 		time.Sleep(2500 * time.Millisecond)
+
+		resp, err = client.Get("http://" + endpoints.flowMetrics + "/metrics")
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Contains(t, string(body), `flowtrace_flows_in_flight{job="flowtrace"} 1`)
+		assert.Contains(t, string(body), `flowtrace_correlator_events_total{job="flowtrace",result="added"} 1`)
 	})
 	withStore(t, dataDir, func(st storage.Store) {
 		page, err := st.FindFlows(t.Context(), storage.FlowQuery{Key: "m-1"})
@@ -218,18 +227,19 @@ func withStore(t *testing.T, dataDir string, fn func(storage.Store)) {
 }
 
 type endpoints struct {
-	otlpHTTP, healthCheck, metrics string
+	otlpHTTP, healthCheck, metrics, flowMetrics string
 }
 
 // runFlowtrace runs flowtrace on the embedded default with every port moved
 // to a free one, calls fn once it is healthy, stops it and returns its stderr.
 func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)) string {
 	t.Helper()
-	ports := freePorts(t, 7)
+	ports := freePorts(t, 8)
 	ep := endpoints{
 		otlpHTTP:    fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		healthCheck: fmt.Sprintf("127.0.0.1:%d", ports[5]),
 		metrics:     fmt.Sprintf("127.0.0.1:%d", ports[6]),
+		flowMetrics: fmt.Sprintf("127.0.0.1:%d", ports[7]),
 	}
 	cmd := newCommand()
 	var stderr bytes.Buffer
@@ -243,6 +253,8 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 		fmt.Sprintf("--set=receivers.zipkin.endpoint=127.0.0.1:%d", ports[4]),
 		"--set=extensions.health_check.endpoint=" + ep.healthCheck,
 		fmt.Sprintf("--set=service.telemetry.metrics.readers=[{pull: {exporter: {prometheus: {host: 127.0.0.1, port: %d}}}}]", ports[6]),
+		"--set=exporters.prometheus.endpoint=" + ep.flowMetrics,
+		"--set=connectors.correlator.metrics_flush_interval=200ms",
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
