@@ -78,8 +78,13 @@ run: deps build ## run bin/flowtrace on the embedded default config (extra flags
 	./$(BINARY) $(ARGS)
 
 .PHONY: test
-test: deps ## run the tests against the real chDB library
+test: deps test-rules ## run the tests against the real chDB library, and the alert rules' tests
 	CHDB_LIB_PATH=$(CHDB_LIB) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: test-rules
+test-rules: deps-deb ## check the Prometheus alerting rules and run their promtool unit tests
+	promtool check rules deploy/prometheus/*-alerts.yaml
+	cd deploy/prometheus && promtool test rules *.test.yaml
 
 .PHONY: bench
 bench: deps ## run the benchmarks (select with BENCH=regexp)
