@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -95,7 +96,7 @@ func TestPrintDefaultConfig(t *testing.T) {
 func TestComponentsCommand(t *testing.T) {
 	out, err := execute(t, "components")
 	require.NoError(t, err)
-	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator", "clickhouse", "file_storage", "prometheus"} {
+	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator", "clickhouse", "file_storage", "prometheus", "flowtrace_web"} {
 		require.Contains(t, out, "name: "+name)
 	}
 }
@@ -176,6 +177,19 @@ func TestSpansBecomeStoredFlows(t *testing.T) {
 		require.NoError(t, err)
 		assert.Contains(t, string(body), `flowtrace_flows_in_flight{job="flowtrace"} 1`)
 		assert.Contains(t, string(body), `flowtrace_correlator_events_total{job="flowtrace",result="added"} 1`)
+
+		// The API finds the flow by its message id while flowtrace runs.
+		resp, err = client.Get("http://" + endpoints.api + "/api/flows?key=m-1")
+		require.NoError(t, err)
+		var page struct {
+			Flows []struct {
+				Name string `json:"name"`
+			} `json:"flows"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+		resp.Body.Close()
+		require.Len(t, page.Flows, 1)
+		assert.Equal(t, "checkout orders", page.Flows[0].Name)
 	})
 	withStore(t, dataDir, func(st storage.Store) {
 		page, err := st.FindFlows(t.Context(), storage.FlowQuery{Key: "m-1"})
@@ -227,19 +241,20 @@ func withStore(t *testing.T, dataDir string, fn func(storage.Store)) {
 }
 
 type endpoints struct {
-	otlpHTTP, healthCheck, metrics, flowMetrics string
+	otlpHTTP, healthCheck, metrics, flowMetrics, api string
 }
 
 // runFlowtrace runs flowtrace on the embedded default with every port moved
 // to a free one, calls fn once it is healthy, stops it and returns its stderr.
 func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)) string {
 	t.Helper()
-	ports := freePorts(t, 8)
+	ports := freePorts(t, 9)
 	ep := endpoints{
 		otlpHTTP:    fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		healthCheck: fmt.Sprintf("127.0.0.1:%d", ports[5]),
 		metrics:     fmt.Sprintf("127.0.0.1:%d", ports[6]),
 		flowMetrics: fmt.Sprintf("127.0.0.1:%d", ports[7]),
+		api:         fmt.Sprintf("127.0.0.1:%d", ports[8]),
 	}
 	cmd := newCommand()
 	var stderr bytes.Buffer
@@ -254,6 +269,7 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 		"--set=extensions.health_check.endpoint=" + ep.healthCheck,
 		fmt.Sprintf("--set=service.telemetry.metrics.readers=[{pull: {exporter: {prometheus: {host: 127.0.0.1, port: %d}}}}]", ports[6]),
 		"--set=exporters.prometheus.endpoint=" + ep.flowMetrics,
+		"--set=extensions.flowtrace_web.endpoint=" + ep.api,
 		"--set=connectors.correlator.metrics_flush_interval=200ms",
 	})
 

@@ -18,6 +18,7 @@ import (
 	"github.com/flowtrace/flowtrace/correlator/correlatorconnector"
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter"
 	"github.com/flowtrace/flowtrace/storage/flowstorage"
+	"github.com/flowtrace/flowtrace/web"
 )
 
 // components lists every component compiled into flowtrace. A component
@@ -34,6 +35,7 @@ func components() (otelcol.Factories, error) {
 		healthcheckextension.NewFactory(),
 		filestorage.NewFactory(),
 		flowstorage.NewFactory(),
+		web.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, fmt.Errorf("extensions: %w", err)

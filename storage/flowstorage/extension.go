@@ -33,16 +33,26 @@ func GetStore(host component.Host, backend string) (storage.Store, error) {
 	if backend == "" {
 		backend = DefaultBackend
 	}
+	var found []component.ID
+	var provider StoreProvider
 	for id, ext := range host.GetExtensions() {
-		if provider, ok := ext.(StoreProvider); ok {
-			st, err := provider.Store(backend)
-			if err != nil {
-				return nil, fmt.Errorf("extension %s: %w", id, err)
-			}
-			return st, nil
+		if p, ok := ext.(StoreProvider); ok {
+			found = append(found, id)
+			provider = p
 		}
 	}
-	return nil, ErrNoExtension
+	switch len(found) {
+	case 0:
+		return nil, ErrNoExtension
+	case 1:
+	default:
+		return nil, fmt.Errorf("%d storage extensions (%v): run one, with several backends", len(found), found)
+	}
+	st, err := provider.Store(backend)
+	if err != nil {
+		return nil, fmt.Errorf("extension %s: %w", found[0], err)
+	}
+	return st, nil
 }
 
 // flowStorage owns the backends: it opens and migrates them in Start and
