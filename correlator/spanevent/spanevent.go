@@ -27,6 +27,7 @@ const (
 	attrOperation          = "messaging.operation" // deprecated
 	attrDestination        = "messaging.destination.name"
 	attrDestinationOld     = "messaging.destination" // deprecated
+	attrSourceName         = "messaging.source.name" // deprecated: a consumer's destination (semconv 1.17–1.20)
 	attrMessageID          = "messaging.message.id"
 	attrConversationID     = "messaging.message.conversation_id"
 	attrConsumerGroup      = "messaging.consumer.group.name"
@@ -35,6 +36,7 @@ const (
 	attrKafkaMessageOffset = "messaging.kafka.message.offset" // deprecated
 	attrPartition          = "messaging.destination.partition.id"
 	attrKafkaPartition     = "messaging.kafka.destination.partition" // deprecated
+	attrKafkaSourcePart    = "messaging.kafka.source.partition"      // deprecated: a consumer's partition
 	attrRoutingKey         = "messaging.rabbitmq.destination.routing_key"
 	attrBodySize           = "messaging.message.body.size"
 	attrHTTPStatus         = "http.response.status_code"
@@ -126,13 +128,13 @@ func New(cfg Config) *Converter {
 
 // spanAttrs holds what one pass over a span's attributes found.
 type spanAttrs struct {
-	system, opType, opOld, destination, destinationOld, messageID, conversationID string
-	group, kafkaGroup, partition, kafkaPartition, routingKey, offset              string
-	event, outcome, reason, operation, callbackID, flowName                       string
-	flowNameRank                                                                  int
-	attempt, bodySize, httpStatus                                                 int64
-	malformed                                                                     int
-	keys                                                                          []model.Key
+	system, opType, opOld, destination, destinationOld, sourceName, messageID, conversationID string
+	group, kafkaGroup, partition, kafkaPartition, sourcePartition, routingKey, offset         string
+	event, outcome, reason, operation, callbackID, flowName                                   string
+	flowNameRank                                                                              int
+	attempt, bodySize, httpStatus                                                             int64
+	malformed                                                                                 int
+	keys                                                                                      []model.Key
 }
 
 // Convert calls fn with the event each messaging span stands for. The event
@@ -175,11 +177,11 @@ func (c *Converter) convertSpan(span ptrace.Span, service string) bool {
 	*ev = model.Event{Links: ev.Links[:0], Keys: a.keys}
 	ev.Kind = kind
 	ev.System = a.system
-	ev.Destination = first(a.destination, a.destinationOld)
+	ev.Destination = first(a.destination, a.destinationOld, a.sourceName)
 	if ev.Destination == "" && a.system == "rabbitmq" {
 		ev.Destination = a.routingKey
 	}
-	ev.Partition = first(a.partition, a.kafkaPartition)
+	ev.Partition = first(a.partition, a.kafkaPartition, a.sourcePartition)
 	ev.MessageID = a.messageID
 	if ev.MessageID == "" && a.offset != "" && ev.Destination != "" {
 		ev.MessageID = ev.Destination + "/" + ev.Partition + "/" + a.offset
@@ -256,6 +258,8 @@ func (c *Converter) readAttributes(attrs pcommon.Map) {
 			a.destination = v.AsString()
 		case attrDestinationOld:
 			a.destinationOld = v.AsString()
+		case attrSourceName:
+			a.sourceName = v.AsString()
 		case attrMessageID:
 			a.messageID = v.AsString()
 		case attrConversationID:
@@ -268,6 +272,8 @@ func (c *Converter) readAttributes(attrs pcommon.Map) {
 			a.partition = v.AsString()
 		case attrKafkaPartition:
 			a.kafkaPartition = v.AsString()
+		case attrKafkaSourcePart:
+			a.sourcePartition = v.AsString()
 		case attrRoutingKey:
 			a.routingKey = v.AsString()
 		case attrKafkaOffset, attrKafkaMessageOffset:

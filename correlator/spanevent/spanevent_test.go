@@ -165,6 +165,22 @@ func TestCurrentNamesWinOverDeprecated(t *testing.T) {
 	assert.Equal(t, "new/1/7", ev.MessageID)
 }
 
+// TestSemconv118Consumer: consumer spans of semconv 1.17–1.20 (franz-go's
+// kotel, among others) name the topic and partition as the source.
+func TestSemconv118Consumer(t *testing.T) {
+	td, _ := oneSpan(ptrace.SpanKindConsumer, map[string]any{
+		"messaging.system": "kafka", "messaging.operation": "receive", "messaging.source.name": "orders",
+		"messaging.source.kind": "topic", "messaging.kafka.source.partition": 2, "messaging.kafka.message.offset": 17,
+		"messaging.kafka.consumer.group": "billing",
+	})
+	events, _ := convert(t, Config{}, td)
+	require.Len(t, events, 1)
+	assert.Equal(t, "orders", events[0].Destination)
+	assert.Equal(t, "2", events[0].Partition)
+	assert.Equal(t, "orders/2/17", events[0].MessageID)
+	assert.Equal(t, "billing", events[0].ConsumerGroup)
+}
+
 func TestRabbitMQDefaultExchangeUsesTheRoutingKey(t *testing.T) {
 	td, _ := oneSpan(ptrace.SpanKindProducer, map[string]any{
 		"messaging.system": "rabbitmq", "messaging.operation.type": "send", "messaging.destination.name": "",
