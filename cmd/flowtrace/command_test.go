@@ -242,6 +242,7 @@ func withStore(t *testing.T, dataDir string, fn func(storage.Store)) {
 
 type endpoints struct {
 	otlpHTTP, healthCheck, metrics, flowMetrics, api string
+	jaegerThrift, zipkin                             string
 }
 
 // runFlowtrace runs flowtrace on the embedded default with every port moved
@@ -250,11 +251,13 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 	t.Helper()
 	ports := freePorts(t, 9)
 	ep := endpoints{
-		otlpHTTP:    fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		healthCheck: fmt.Sprintf("127.0.0.1:%d", ports[5]),
-		metrics:     fmt.Sprintf("127.0.0.1:%d", ports[6]),
-		flowMetrics: fmt.Sprintf("127.0.0.1:%d", ports[7]),
-		api:         fmt.Sprintf("127.0.0.1:%d", ports[8]),
+		otlpHTTP:     fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		healthCheck:  fmt.Sprintf("127.0.0.1:%d", ports[5]),
+		metrics:      fmt.Sprintf("127.0.0.1:%d", ports[6]),
+		flowMetrics:  fmt.Sprintf("127.0.0.1:%d", ports[7]),
+		api:          fmt.Sprintf("127.0.0.1:%d", ports[8]),
+		jaegerThrift: fmt.Sprintf("127.0.0.1:%d", ports[3]),
+		zipkin:       fmt.Sprintf("127.0.0.1:%d", ports[4]),
 	}
 	cmd := newCommand()
 	var stderr bytes.Buffer
@@ -264,8 +267,8 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 		fmt.Sprintf("--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:%d", ports[0]),
 		"--set=receivers.otlp.protocols.http.endpoint=" + ep.otlpHTTP,
 		fmt.Sprintf("--set=receivers.jaeger.protocols.grpc.endpoint=127.0.0.1:%d", ports[2]),
-		fmt.Sprintf("--set=receivers.jaeger.protocols.thrift_http.endpoint=127.0.0.1:%d", ports[3]),
-		fmt.Sprintf("--set=receivers.zipkin.endpoint=127.0.0.1:%d", ports[4]),
+		"--set=receivers.jaeger.protocols.thrift_http.endpoint=" + ep.jaegerThrift,
+		"--set=receivers.zipkin.endpoint=" + ep.zipkin,
 		"--set=extensions.health_check.endpoint=" + ep.healthCheck,
 		fmt.Sprintf("--set=service.telemetry.metrics.readers=[{pull: {exporter: {prometheus: {host: 127.0.0.1, port: %d}}}}]", ports[6]),
 		"--set=exporters.prometheus.endpoint=" + ep.flowMetrics,
