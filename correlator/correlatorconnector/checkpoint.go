@@ -2,58 +2,112 @@ package correlatorconnector
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/flowtrace/flowtrace/correlator/correlatorconnector/internal/wal"
+	"github.com/flowtrace/flowtrace/model"
 )
 
-// restore loads the last checkpoint, if checkpoints are on and one exists.
-// A checkpoint that cannot be read is moved aside (to <path>.bad) and the
-// engine starts empty: losing in-flight state beats not starting.
+// A checkpoint file is the number of the first write-ahead log segment it
+// does not cover (8 bytes, little-endian), then the engine's snapshot.
+// Restoring loads the snapshot and replays the segments from that number on,
+// so every event acknowledged before a crash is back in the engine.
+
+func walDir(checkpointPath string) string { return checkpointPath + ".wal" }
+
+// restore loads the last checkpoint and replays the write-ahead log after
+// it, if checkpoints are on. A checkpoint that cannot be read is moved aside
+// (to <path>.bad) and the whole log is replayed: losing some in-flight state
+// beats not starting.
 func (c *core) restore() error {
 	path := c.cfg.Checkpoint.Path
 	if path == "" {
 		return nil
 	}
-	file, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("open checkpoint: %w", err)
-	}
-	defer file.Close()
-	engine, err := newEngine(c.cfg)
+	log, err := wal.Open(walDir(path))
 	if err != nil {
 		return err
 	}
-	if err := engine.Restore(bufio.NewReader(file)); err != nil {
+	engine, err := newEngine(c.cfg)
+	if err != nil {
+		log.Close()
+		return err
+	}
+	from, err := c.loadCheckpoint(path, &engine)
+	if err != nil {
+		log.Close()
 		closeEngine(engine)
-		c.logger.Error("Correlator checkpoint unreadable; starting without in-flight state",
-			zap.String("path", path), zap.Error(err))
-		if renameErr := os.Rename(path, path+".bad"); renameErr != nil {
-			return fmt.Errorf("move unreadable checkpoint aside: %w", renameErr)
-		}
-		return nil
+		return err
+	}
+	replayed := 0
+	bad, err := log.Replay(from, func(now time.Time, ev *model.Event) {
+		engine.Add(now, ev)
+		replayed++
+	})
+	if err != nil {
+		log.Close()
+		closeEngine(engine)
+		return err
+	}
+	if bad > 0 {
+		c.logger.Warn("Unreadable write-ahead log records skipped (torn by a crash)", zap.Int("records", bad))
 	}
 	stats := engine.Stats()
-	c.logger.Info("Correlator state restored", zap.String("path", path),
-		zap.Int("flows", stats.InFlightFlows), zap.Int("hops", stats.InFlightHops))
+	c.logger.Info("Correlator state restored", zap.String("path", path), zap.Int("flows", stats.InFlightFlows),
+		zap.Int("hops", stats.InFlightHops), zap.Int("replayed_events", replayed))
 	c.mu.Lock()
 	closeEngine(c.engine)
-	c.engine = engine
+	c.engine, c.wal = engine, log
 	c.mu.Unlock()
 	return nil
 }
 
-// checkpoint saves the engine's in-flight state, if checkpoints are on. It
-// writes a new file and renames it over the old one, so a crash mid-write
-// leaves the previous checkpoint whole.
+// loadCheckpoint restores *engine from the checkpoint at path and returns
+// the first log segment to replay; 0 (all) without a readable checkpoint.
+func (c *core) loadCheckpoint(path string, engine *engine) (uint64, error) {
+	file, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open checkpoint: %w", err)
+	}
+	defer file.Close()
+	r := bufio.NewReader(file)
+	var header [8]byte
+	_, err = io.ReadFull(r, header[:])
+	if err == nil {
+		err = (*engine).Restore(r)
+	}
+	if err == nil {
+		return binary.LittleEndian.Uint64(header[:]), nil
+	}
+	c.logger.Error("Correlator checkpoint unreadable; replaying the write-ahead log alone",
+		zap.String("path", path), zap.Error(err))
+	if renameErr := os.Rename(path, path+".bad"); renameErr != nil {
+		return 0, fmt.Errorf("move unreadable checkpoint aside: %w", renameErr)
+	}
+	closeEngine(*engine)
+	fresh, err := newEngine(c.cfg)
+	if err != nil {
+		return 0, err
+	}
+	*engine = fresh
+	return 0, nil
+}
+
+// checkpoint saves the engine's in-flight state, if checkpoints are on, and
+// drops the log segments it covers. It writes a new file and renames it over
+// the old one, so a crash mid-write leaves the previous checkpoint whole.
 func (c *core) checkpoint() error {
 	path := c.cfg.Checkpoint.Path
 	if path == "" {
@@ -69,9 +123,21 @@ func (c *core) checkpoint() error {
 	defer os.Remove(tmp.Name())
 	started := time.Now()
 	w := bufio.NewWriterSize(tmp, 1<<20)
+
+	// Under the lock, the snapshot and the log agree: every event appended
+	// so far is in the snapshot, every later one in the next segment.
 	c.mu.Lock()
-	err = c.engine.Checkpoint(w)
+	next, err := c.wal.Rotate()
+	if err == nil {
+		var header [8]byte
+		binary.LittleEndian.PutUint64(header[:], next)
+		_, err = w.Write(header[:])
+	}
+	if err == nil {
+		err = c.engine.Checkpoint(w)
+	}
 	c.mu.Unlock()
+
 	if err == nil {
 		err = w.Flush()
 	}
@@ -86,6 +152,9 @@ func (c *core) checkpoint() error {
 	}
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := c.wal.Remove(next); err != nil {
+		return fmt.Errorf("checkpoint: drop covered log segments: %w", err)
 	}
 	c.logger.Debug("Correlator checkpoint written", zap.String("path", path), zap.Duration("took", time.Since(started)))
 	return nil

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flowtrace/flowtrace/correlator"
+	"github.com/flowtrace/flowtrace/correlator/correlatorconnector/internal/wal"
 	"github.com/flowtrace/flowtrace/correlator/records"
 	"github.com/flowtrace/flowtrace/correlator/spanevent"
 	"github.com/flowtrace/flowtrace/model"
@@ -31,6 +32,8 @@ type core struct {
 	engine engine
 	conv   *spanevent.Converter
 	agg    *aggregator
+	wal    *wal.Log      // nil without checkpoints
+	batch  []model.Event // scratch for the events of one batch of spans
 
 	// Set while the routes are created, before Start.
 	logs    consumer.Logs
@@ -129,7 +132,11 @@ func (c *core) shutdown(ctx context.Context, started bool) error {
 	close(c.stop)
 	c.done.Wait()
 	now := c.clock()
-	return errors.Join(c.tick(ctx, now), c.emitMetrics(ctx, now), c.checkpoint())
+	err := errors.Join(c.tick(ctx, now), c.emitMetrics(ctx, now), c.checkpoint())
+	if c.wal != nil {
+		err = errors.Join(err, c.wal.Close())
+	}
+	return err
 }
 
 // run drives time: stuck and idle flows each tick, metrics and checkpoints
@@ -172,7 +179,28 @@ func (c *core) run() {
 func (c *core) consume(ctx context.Context, td ptrace.Traces) error {
 	now := c.clock()
 	c.mu.Lock()
-	stats := c.conv.Convert(td, func(ev *model.Event) { c.engine.Add(now, ev) })
+	var stats spanevent.Stats
+	if c.wal == nil {
+		stats = c.conv.Convert(td, func(ev *model.Event) { c.engine.Add(now, ev) })
+	} else {
+		// Logged first: acknowledged spans survive a crash.
+		batch := c.batch[:0]
+		stats = c.conv.Convert(td, func(ev *model.Event) {
+			copied := *ev
+			copied.Links = append([]model.SpanRef(nil), ev.Links...)
+			copied.Keys = append([]model.Key(nil), ev.Keys...)
+			batch = append(batch, copied)
+		})
+		if err := c.wal.Append(now, batch); err != nil {
+			c.mu.Unlock()
+			return err // retryable: the client sends the spans again
+		}
+		for i := range batch {
+			c.engine.Add(now, &batch[i])
+		}
+		clear(batch)
+		c.batch = batch[:0]
+	}
 	c.agg.malformed += uint64(stats.Malformed)
 	changes := c.engine.Flush()
 	c.agg.observe(changes)

@@ -261,3 +261,42 @@ func TestUnreadableCheckpointIsMovedAside(t *testing.T) {
 func writeFile(path, content string) error {
 	return os.WriteFile(path, []byte(content), 0o600)
 }
+
+// TestCrashLosesNoAcknowledgedSpan: after a checkpoint, more spans are
+// acknowledged, then the process dies without a word. The next one restores
+// the checkpoint, replays the write-ahead log, takes the rest, and the flows
+// are exact.
+func TestCrashLosesNoAcknowledgedSpan(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 13})
+	batches := w.Spans(40)
+	cfg := simConfig()
+	cfg.Checkpoint = CheckpointConfig{Path: filepath.Join(t.TempDir(), "correlator.checkpoint"), Interval: time.Hour}
+	third := len(batches) / 3
+
+	clock := &simClock{now: batches[0].Arrival}
+	first := newRoutes(t, NewFactory(), cfg, clock)
+	feed(t, first, clock, batches[:third])
+	require.NoError(t, first.core.checkpoint())
+	feed(t, first, clock, batches[third:2*third])
+	// The crash: nothing is flushed, checkpointed or closed cleanly beyond
+	// what the test needs to leave no goroutine behind.
+	c := first.core
+	close(c.stop)
+	c.done.Wait()
+	require.NoError(t, c.wal.Close())
+
+	second := newRoutes(t, NewFactory(), cfg, clock)
+	feed(t, second, clock, batches[2*third:])
+	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+	second.shutdown(t)
+
+	all := new(consumertest.LogsSink)
+	for _, sink := range []*consumertest.LogsSink{first.logsSink, second.logsSink} {
+		for _, l := range sink.AllLogs() {
+			require.NoError(t, all.ConsumeLogs(context.Background(), l))
+		}
+	}
+	hops, flows := decode(t, all)
+	report := flowsim.Score(w.Truth, hops, flows)
+	require.True(t, report.Exact(), report.String())
+}
