@@ -1,0 +1,130 @@
+package clickhouseexporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/extension/extensiontest"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/flowtrace/flowtrace/correlator/records"
+	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter/internal/metadata"
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/storage"
+	"github.com/flowtrace/flowtrace/storage/chdb"
+	"github.com/flowtrace/flowtrace/storage/chstore"
+)
+
+// flakyStore fails every write while down: storage that went away.
+type flakyStore struct {
+	storage.Store
+	down   atomic.Bool
+	failed atomic.Int64
+}
+
+var errDown = errors.New("storage unavailable")
+
+func (s *flakyStore) WriteFlows(ctx context.Context, flows []model.Flow) error {
+	if s.down.Load() {
+		s.failed.Add(1)
+		return errDown
+	}
+	return s.Store.WriteFlows(ctx, flows)
+}
+
+// provider offers the flaky store as the storage extension would.
+type provider struct {
+	component.StartFunc
+	component.ShutdownFunc
+	store storage.Store
+}
+
+func (p provider) Store(string) (storage.Store, error) { return p.store, nil }
+
+// TestStorageOutage: while storage is down, accepted batches wait in the
+// persistent queue, which is bounded — past it the exporter refuses with a
+// retryable error —, and once storage is back every accepted batch is
+// written, once.
+func TestStorageOutage(t *testing.T) {
+	conn, err := chdb.Open(t.TempDir())
+	require.NoError(t, err)
+	backing, err := chstore.New(conn, chstore.Schema{Database: "flowtrace"})
+	require.NoError(t, err)
+	defer backing.Close()
+	require.NoError(t, backing.Migrate(context.Background()))
+	flaky := &flakyStore{Store: backing}
+	flaky.down.Store(true)
+
+	fsFactory := filestorage.NewFactory()
+	fsCfg := fsFactory.CreateDefaultConfig().(*filestorage.Config)
+	fsCfg.Directory = t.TempDir()
+	fileStorage, err := fsFactory.Create(context.Background(), extensiontest.NewNopSettings(fsFactory.Type()), fsCfg)
+	require.NoError(t, err)
+	fileStorageID := component.NewID(fsFactory.Type())
+	h := host{Host: componenttest.NewNopHost(), extensions: map[component.ID]component.Component{
+		fileStorageID:                      fileStorage,
+		component.MustNewID("flowstorage"): provider{store: flaky},
+	}}
+	require.NoError(t, fileStorage.Start(context.Background(), h))
+	defer func() { require.NoError(t, fileStorage.Shutdown(context.Background())) }()
+
+	cfg := createDefaultConfig()
+	queue := *cfg.QueueConfig.Get()
+	queue.StorageID = &fileStorageID
+	queue.QueueSize = 20 // requests
+	queue.NumConsumers = 1
+	queue.Batch = configoptional.None[exporterhelper.BatchConfig]()
+	cfg.QueueConfig = configoptional.Some(queue)
+	cfg.BackOffConfig.InitialInterval = 10 * time.Millisecond
+	cfg.BackOffConfig.MaxInterval = 50 * time.Millisecond
+	cfg.BackOffConfig.MaxElapsedTime = 0 // until storage is back
+	exp, err := NewFactory().CreateLogs(context.Background(), exportertest.NewNopSettings(metadata.Type), cfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(context.Background(), h))
+
+	batch := func(i int) plog.Logs {
+		logs := plog.NewLogs()
+		lrs := logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+		now := time.Now().UTC()
+		records.AppendFlow(lrs, model.Flow{ID: fmt.Sprint("f", i), Version: 1, FirstSeen: now, Name: "n", Status: model.FlowRunning, Start: now}, now)
+		return logs
+	}
+	accepted := 0
+	var refused error
+	for i := range 100 {
+		if err := exp.ConsumeLogs(context.Background(), batch(i)); err != nil {
+			refused = err
+			break
+		}
+		accepted++
+	}
+	require.Error(t, refused, "the queue is bounded")
+	assert.False(t, consumererror.IsPermanent(refused), "a full queue is a retryable refusal: %v", refused)
+	assert.GreaterOrEqual(t, accepted, 20)
+	assert.Less(t, accepted, 100)
+	require.Eventually(t, func() bool { return flaky.failed.Load() > 0 }, 10*time.Second, 10*time.Millisecond, "writes are being retried")
+
+	flaky.down.Store(false)
+	require.Eventually(t, func() bool {
+		page, err := backing.FindFlows(context.Background(), storage.FlowQuery{Limit: storage.MaxLimit})
+		return err == nil && len(page.Flows) == accepted
+	}, 30*time.Second, 50*time.Millisecond, "every accepted batch is written once storage is back")
+	require.NoError(t, exp.Shutdown(context.Background()))
+
+	page, err := backing.FindFlows(context.Background(), storage.FlowQuery{Limit: storage.MaxLimit})
+	require.NoError(t, err)
+	assert.Len(t, page.Flows, accepted, "and none twice")
+}
