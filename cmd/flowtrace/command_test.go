@@ -243,6 +243,7 @@ func withStore(t *testing.T, dataDir string, fn func(storage.Store)) {
 type endpoints struct {
 	otlpHTTP, healthCheck, metrics, flowMetrics, api string
 	jaegerThrift, zipkin                             string
+	otlpGRPCPort                                     int
 }
 
 // runFlowtrace runs flowtrace on the embedded default with every port moved
@@ -258,6 +259,7 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 		api:          fmt.Sprintf("127.0.0.1:%d", ports[8]),
 		jaegerThrift: fmt.Sprintf("127.0.0.1:%d", ports[3]),
 		zipkin:       fmt.Sprintf("127.0.0.1:%d", ports[4]),
+		otlpGRPCPort: ports[0],
 	}
 	cmd := newCommand()
 	var stderr bytes.Buffer
