@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,12 +29,19 @@ type child struct {
 
 func startChild(t *testing.T, dataDir string, ports []int, extra ...string) *child {
 	t.Helper()
+	return startChildWith(t, dataDir, ports, false, extra...)
+}
+
+// startChildWith starts flowtrace; pinned, it runs on CPU 0 alone with
+// GOMAXPROCS=1, and takes only the flags in extra (its own config).
+func startChildWith(t *testing.T, dataDir string, ports []int, pinned bool, extra ...string) *child {
+	t.Helper()
 	ep := endpoints{
 		otlpHTTP:    fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		healthCheck: fmt.Sprintf("127.0.0.1:%d", ports[5]),
 		api:         fmt.Sprintf("127.0.0.1:%d", ports[8]),
 	}
-	args := append([]string{
+	args := []string{
 		"--data-dir=" + dataDir,
 		fmt.Sprintf("--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:%d", ports[0]),
 		"--set=receivers.otlp.protocols.http.endpoint=" + ep.otlpHTTP,
@@ -44,11 +52,21 @@ func startChild(t *testing.T, dataDir string, ports []int, extra ...string) *chi
 		fmt.Sprintf("--set=service.telemetry.metrics.readers=[{pull: {exporter: {prometheus: {host: 127.0.0.1, port: %d}}}}]", ports[6]),
 		fmt.Sprintf("--set=exporters.prometheus.endpoint=127.0.0.1:%d", ports[7]),
 		"--set=extensions.flowtrace_web.endpoint=" + ep.api,
-	}, extra...)
+	}
+	if pinned && len(extra) > 0 && strings.HasPrefix(extra[0], "--config=") {
+		args = []string{"--data-dir=" + dataDir}
+	}
+	args = append(args, extra...)
 	encoded, err := json.Marshal(args)
 	require.NoError(t, err)
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	if pinned {
+		cmd = exec.Command("taskset", "-c", "0", os.Args[0], "-test.run", "^$")
+	}
 	cmd.Env = append(os.Environ(), childArgs+"="+string(encoded))
+	if pinned {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())

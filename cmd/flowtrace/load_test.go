@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// The end-to-end load test: flowtrace as a separate process on one core,
+// OTLP/HTTP spans in, flows queryable through the API out. Run it with
+//
+//	FLOWTRACE_LOAD=1 FLOWTRACE_LOAD_RATE=100000 go test -run TestEndToEndLoad -v -timeout 20m ./cmd/flowtrace
+//
+// (with CHDB_LIB_PATH set, as make does). FLOWTRACE_LOAD_PIPELINE=nop runs
+// the same binary and workload through a plain OTLP → batch → nop pipeline,
+// for the overhead ratio. Results go to the test log; docs/BENCHMARKS.md has
+// the figures.
+
+// spanBatch makes one OTLP batch of flows of two hops (checkout → orders →
+// billing → invoices → mailer): publish, receive and process spans per hop,
+// six spans a flow, each flow with fresh ids from seq.
+func spanBatch(seq *atomic.Uint64, flows int, now time.Time, marker string) []byte {
+	td := ptrace.NewTraces()
+	services := []string{"checkout", "billing", "mailer"}
+	scopes := make([]ptrace.SpanSlice, len(services))
+	for i, s := range services {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", s)
+		scopes[i] = rs.ScopeSpans().AppendEmpty().Spans()
+	}
+	for range flows {
+		n := seq.Add(1)
+		var trace pcommon.TraceID
+		binary.BigEndian.PutUint64(trace[8:], n)
+		spanID := func(k uint64) pcommon.SpanID {
+			var id pcommon.SpanID
+			binary.BigEndian.PutUint64(id[:], n<<4|k)
+			return id
+		}
+		id := strconv.FormatUint(n, 36)
+		if marker != "" {
+			id = marker
+		}
+		for hop, dest := range []string{"orders", "invoices"} {
+			msg := dest + "-" + id
+			at := now.Add(time.Duration(hop) * 10 * time.Millisecond)
+			add := func(service int, kind ptrace.SpanKind, op string, k uint64, start time.Time, d time.Duration) {
+				span := scopes[service].AppendEmpty()
+				span.SetTraceID(trace)
+				span.SetSpanID(spanID(k))
+				span.SetName(dest + " " + op)
+				span.SetKind(kind)
+				span.SetStartTimestamp(pcommon.NewTimestampFromTime(start))
+				span.SetEndTimestamp(pcommon.NewTimestampFromTime(start.Add(d)))
+				a := span.Attributes()
+				a.PutStr("messaging.system", "kafka")
+				a.PutStr("messaging.operation.type", op)
+				a.PutStr("messaging.destination.name", dest)
+				a.PutStr("messaging.message.id", msg)
+				if kind == ptrace.SpanKindConsumer {
+					a.PutStr("messaging.consumer.group.name", services[hop+1])
+				}
+			}
+			add(hop, ptrace.SpanKindProducer, "send", uint64(hop*3+1), at, time.Millisecond)
+			add(hop+1, ptrace.SpanKindConsumer, "receive", uint64(hop*3+2), at.Add(2*time.Millisecond), time.Millisecond)
+			add(hop+1, ptrace.SpanKindConsumer, "process", uint64(hop*3+3), at.Add(3*time.Millisecond), 4*time.Millisecond)
+		}
+	}
+	body, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		panic(err)
+	}
+	return body
+}
+
+const spansPerFlow = 6
+
+func TestEndToEndLoad(t *testing.T) {
+	if os.Getenv("FLOWTRACE_LOAD") == "" {
+		t.Skip("set FLOWTRACE_LOAD=1 to run the end-to-end load test")
+	}
+	rate, _ := strconv.Atoi(os.Getenv("FLOWTRACE_LOAD_RATE"))
+	if rate == 0 {
+		rate = 100_000
+	}
+	duration := 30 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("FLOWTRACE_LOAD_DURATION")); err == nil {
+		duration = d
+	}
+	nop := os.Getenv("FLOWTRACE_LOAD_PIPELINE") == "nop"
+	dataDir := t.TempDir()
+	ports := freePorts(t, 9)
+	var extra []string
+	if nop {
+		cfg := dataDir + "/nop.yaml"
+		require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:%d
+processors:
+  batch: {}
+exporters:
+  nop: {}
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:%d
+service:
+  extensions: [health_check]
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [nop]
+`, ports[1], ports[5])), 0o600))
+		extra = []string{"--config=file:" + cfg}
+	}
+	child := startChildWith(t, dataDir, ports, true, extra...) // on CPU 0 alone, GOMAXPROCS=1
+
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	defer client.CloseIdleConnections()
+	var seq atomic.Uint64
+	const flowsPerBatch = 200 // 1,200 spans
+	batchesPerSecond := float64(rate) / (flowsPerBatch * spansPerFlow)
+	interval := time.Duration(float64(time.Second) / batchesPerSecond)
+
+	var sent, acked, refused atomic.Int64
+	var wg sync.WaitGroup
+	work := make(chan []byte, 64)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for body := range work {
+				resp, err := client.Post("http://"+child.ep.otlpHTTP+"/v1/traces", "application/x-protobuf", bytes.NewReader(body))
+				if err != nil {
+					refused.Add(1)
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					acked.Add(1)
+				} else {
+					refused.Add(1)
+				}
+			}
+		}()
+	}
+
+	// Markers: one flow every 250 ms, timed from send to queryable.
+	var latencies []time.Duration
+	var latMu sync.Mutex
+	var markers sync.WaitGroup
+	stopMarkers := make(chan struct{})
+	if !nop {
+		markers.Add(1)
+		go func() {
+			defer markers.Done()
+			tick := time.NewTicker(250 * time.Millisecond)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-stopMarkers:
+					return
+				case <-tick.C:
+				}
+				marker := fmt.Sprintf("marker%d", i)
+				sentAt := time.Now()
+				work <- spanBatch(&seq, 1, sentAt, marker)
+				markers.Add(1)
+				go func() {
+					defer markers.Done()
+					for time.Since(sentAt) < time.Minute {
+						resp, err := client.Get("http://" + child.ep.api + "/api/flows?" + url.Values{"key": {"invoices-" + marker}}.Encode())
+						if err == nil {
+							var page struct {
+								Flows []struct {
+									HopCount int `json:"hop_count"`
+								} `json:"flows"`
+							}
+							_ = json.NewDecoder(resp.Body).Decode(&page)
+							resp.Body.Close()
+							if len(page.Flows) == 1 && page.Flows[0].HopCount == 2 {
+								latMu.Lock()
+								latencies = append(latencies, time.Since(sentAt))
+								latMu.Unlock()
+								return
+							}
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+				}()
+			}
+		}()
+	}
+
+	start := time.Now()
+	next := start
+	for time.Since(start) < duration {
+		work <- spanBatch(&seq, flowsPerBatch, time.Now(), "")
+		sent.Add(1)
+		next = next.Add(interval)
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	elapsed := time.Since(start)
+	close(stopMarkers)
+	markers.Wait()
+	close(work)
+	wg.Wait()
+
+	spans := float64(acked.Load()-int64(len(latencies))) * flowsPerBatch * spansPerFlow
+	t.Logf("pipeline %s, target %d spans/s for %s: sent %d batches, acked %d, refused %d; accepted %.0f spans/s",
+		map[bool]string{true: "nop", false: "flowtrace"}[nop], rate, duration, sent.Load(), acked.Load(), refused.Load(), spans/elapsed.Seconds())
+	if len(latencies) > 0 {
+		slices.Sort(latencies)
+		p := func(q float64) time.Duration { return latencies[int(q*float64(len(latencies)-1))] }
+		t.Logf("ingest to queryable over %d markers: p50 %s, p99 %s, max %s", len(latencies), p(0.5), p(0.99), latencies[len(latencies)-1])
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child.cmd.Process.Pid))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmHWM") || strings.HasPrefix(line, "VmRSS") {
+			t.Logf("flowtrace memory: %s", strings.Join(strings.Fields(line), " "))
+		}
+	}
+	cpu, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child.cmd.Process.Pid))
+	require.NoError(t, err)
+	fields := strings.Fields(string(cpu))
+	utime, _ := strconv.ParseFloat(fields[13], 64)
+	stime, _ := strconv.ParseFloat(fields[14], 64)
+	t.Logf("flowtrace CPU: %.1f s user+system over %.1f s (clock ticks at 100 Hz)", (utime+stime)/100, elapsed.Seconds())
+}
