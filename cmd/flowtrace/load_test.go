@@ -206,7 +206,7 @@ service:
 								return
 							}
 						}
-						time.Sleep(20 * time.Millisecond)
+						time.Sleep(100 * time.Millisecond)
 					}
 				}()
 			}
