@@ -2,6 +2,7 @@ package correlatorconnector
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,13 +26,20 @@ import (
 func walDir(checkpointPath string) string { return checkpointPath + ".wal" }
 
 // restore loads the last checkpoint and replays the write-ahead log after
-// it, if checkpoints are on. A checkpoint that cannot be read is moved aside
-// (to <path>.bad) and the whole log is replayed: losing some in-flight state
-// beats not starting.
+// it, if checkpoints are on. A checkpoint that cannot be read stops the
+// start: the log segments it covered are gone, so going on would split every
+// flow in flight. The error says how to start afresh.
 func (c *core) restore() error {
 	path := c.cfg.Checkpoint.Path
 	if path == "" {
 		return nil
+	}
+	// Left by a crash while a checkpoint was being written.
+	leftovers, _ := filepath.Glob(path + ".tmp-*")
+	for _, name := range leftovers {
+		if err := os.Remove(name); err != nil {
+			c.logger.Warn("Removing a partial checkpoint failed", zap.String("path", name), zap.Error(err))
+		}
 	}
 	log, err := wal.Open(walDir(path))
 	if err != nil {
@@ -72,7 +80,7 @@ func (c *core) restore() error {
 }
 
 // loadCheckpoint restores *engine from the checkpoint at path and returns
-// the first log segment to replay; 0 (all) without a readable checkpoint.
+// the first log segment to replay; 0 (all) without a checkpoint.
 func (c *core) loadCheckpoint(path string, engine *engine) (uint64, error) {
 	file, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -88,26 +96,17 @@ func (c *core) loadCheckpoint(path string, engine *engine) (uint64, error) {
 	if err == nil {
 		err = (*engine).Restore(r)
 	}
-	if err == nil {
-		return binary.LittleEndian.Uint64(header[:]), nil
-	}
-	c.logger.Error("Correlator checkpoint unreadable; replaying the write-ahead log alone",
-		zap.String("path", path), zap.Error(err))
-	if renameErr := os.Rename(path, path+".bad"); renameErr != nil {
-		return 0, fmt.Errorf("move unreadable checkpoint aside: %w", renameErr)
-	}
-	closeEngine(*engine)
-	fresh, err := newEngine(c.cfg)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("correlator checkpoint %s is unreadable (%w); to start without the flows in flight, "+
+			"move it and %s aside", path, err, walDir(path))
 	}
-	*engine = fresh
-	return 0, nil
+	return binary.LittleEndian.Uint64(header[:]), nil
 }
 
 // checkpoint saves the engine's in-flight state, if checkpoints are on, and
 // drops the log segments it covers. It writes a new file and renames it over
 // the old one, so a crash mid-write leaves the previous checkpoint whole.
+// One goroutine at a time calls it: the timers', then Shutdown's.
 func (c *core) checkpoint() error {
 	path := c.cfg.Checkpoint.Path
 	if path == "" {
@@ -116,31 +115,33 @@ func (c *core) checkpoint() error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	defer os.Remove(tmp.Name())
 	started := time.Now()
-	w := bufio.NewWriterSize(tmp, 1<<20)
 
 	// Under the lock, the snapshot and the log agree: every event appended
-	// so far is in the snapshot, every later one in the next segment.
+	// so far is in the snapshot, every later one in the next segment. The
+	// snapshot goes to memory; the disk is written after, outside the lock,
+	// so spans keep flowing meanwhile.
+	snapshot := bytes.NewBuffer(make([]byte, 0, c.lastCheckpointSize))
 	c.mu.Lock()
 	next, err := c.wal.Rotate()
 	if err == nil {
 		var header [8]byte
 		binary.LittleEndian.PutUint64(header[:], next)
-		_, err = w.Write(header[:])
-	}
-	if err == nil {
-		err = c.engine.Checkpoint(w)
+		snapshot.Write(header[:])
+		err = c.engine.Checkpoint(snapshot)
 	}
 	c.mu.Unlock()
-
-	if err == nil {
-		err = w.Flush()
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
+	c.lastCheckpointSize = snapshot.Len()
+
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = snapshot.WriteTo(tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -150,6 +151,9 @@ func (c *core) checkpoint() error {
 	if err == nil {
 		err = os.Rename(tmp.Name(), path)
 	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path)) // the rename, durable before the segments go
+	}
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -158,4 +162,12 @@ func (c *core) checkpoint() error {
 	}
 	c.logger.Debug("Correlator checkpoint written", zap.String("path", path), zap.Duration("took", time.Since(started)))
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }

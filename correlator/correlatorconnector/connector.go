@@ -39,12 +39,76 @@ type core struct {
 	logs    consumer.Logs
 	metrics consumer.Metrics
 
+	// sendMu orders sends of records; unsent holds the newest version of
+	// every record whose sending failed, sent again before anything newer.
+	sendMu sync.Mutex
+	unsent unsentRecords
+
+	lastCheckpointSize int // bytes, to size the next snapshot's buffer
+
 	lifecycle sync.Mutex
 	routes    int    // routes created and not yet shut down
 	release   func() // forgets the core once its last route shuts down
-	started   int    // routes started
+	running   bool   // the processing route started the timers
 	stop      chan struct{}
 	done      sync.WaitGroup
+}
+
+// maxUnsentRecords bounds the records kept for sending again while the
+// next consumer refuses them; newer versions of kept records still replace
+// older ones, new records beyond it are dropped and counted.
+const maxUnsentRecords = 1 << 18
+
+// unsentRecords are record versions waiting to be sent again, newest per id.
+type unsentRecords struct {
+	hops  map[[2]string]model.Hop // by flow id and hop id
+	flows map[string]model.Flow
+}
+
+// add keeps the records of c and returns how many it had to drop.
+func (u *unsentRecords) add(c correlator.Changes) (dropped uint64) {
+	if u.hops == nil {
+		u.hops, u.flows = map[[2]string]model.Hop{}, map[string]model.Flow{}
+	}
+	full := func() bool { return len(u.hops)+len(u.flows) >= maxUnsentRecords }
+	for _, h := range c.Hops {
+		key := [2]string{h.FlowID, h.HopID}
+		old, ok := u.hops[key]
+		switch {
+		case !ok && full():
+			dropped++
+		case !ok || h.Version > old.Version:
+			u.hops[key] = h
+		}
+	}
+	for _, f := range c.Flows {
+		old, ok := u.flows[f.ID]
+		switch {
+		case !ok && full():
+			dropped++
+		case !ok || f.Version > old.Version:
+			u.flows[f.ID] = f
+		}
+	}
+	return dropped
+}
+
+// take returns the waiting records ahead of changes, and forgets them.
+func (u *unsentRecords) take(c correlator.Changes) correlator.Changes {
+	if len(u.hops)+len(u.flows) == 0 {
+		return c
+	}
+	out := correlator.Changes{Hops: make([]model.Hop, 0, len(u.hops)+len(c.Hops)), Flows: make([]model.Flow, 0, len(u.flows)+len(c.Flows))}
+	for _, h := range u.hops {
+		out.Hops = append(out.Hops, h)
+	}
+	for _, f := range u.flows {
+		out.Flows = append(out.Flows, f)
+	}
+	out.Hops = append(out.Hops, c.Hops...)
+	out.Flows = append(out.Flows, c.Flows...)
+	u.hops, u.flows = nil, nil
+	return out
 }
 
 // engine is a correlator.Engine, or a correlator.Sharded of several.
@@ -86,12 +150,12 @@ func newCore(cfg *Config, logger *zap.Logger) (*core, error) {
 	}, nil
 }
 
-// start runs the timers once, whichever route starts first.
+// start restores the state and runs the timers; the processing route calls
+// it, so the timers live exactly as long as the route that sends records.
 func (c *core) start() error {
 	c.lifecycle.Lock()
 	defer c.lifecycle.Unlock()
-	c.started++
-	if c.started > 1 {
+	if c.running {
 		return nil
 	}
 	if err := c.restore(); err != nil {
@@ -100,43 +164,42 @@ func (c *core) start() error {
 	c.stop = make(chan struct{})
 	c.done.Add(1)
 	go c.run()
+	c.running = true
 	return nil
 }
 
-// shutdown stops the timers when the last started route stops, flushing
-// what is left and writing a last checkpoint; the last route to go, started
-// or not, releases the core from the factory.
-func (c *core) shutdown(ctx context.Context, started bool) error {
+// stopTimers stops the timers, sends what is left and writes a last
+// checkpoint; the processing route calls it at its shutdown, before the
+// collector shuts down the exporters it feeds.
+func (c *core) stopTimers(ctx context.Context) error {
 	c.lifecycle.Lock()
-	c.routes--
-	last := c.routes == 0
-	stop := false
-	if started {
-		c.started--
-		stop = c.started == 0
-	}
+	running := c.running
+	c.running = false
 	c.lifecycle.Unlock()
-	if last {
-		// Deferred, so the engine outlives the last flush below; and outside
-		// lifecycle, as the factory takes its own lock, then ours.
-		defer func() {
-			closeEngine(c.engine)
-			if c.release != nil {
-				c.release()
-			}
-		}()
-	}
-	if !stop {
+	if !running {
 		return nil
 	}
 	close(c.stop)
 	c.done.Wait()
-	now := c.clock()
-	err := errors.Join(c.tick(ctx, now), c.emitMetrics(ctx, now), c.checkpoint())
+	err := errors.Join(c.tick(ctx, c.clock()), c.checkpoint())
 	if c.wal != nil {
 		err = errors.Join(err, c.wal.Close())
 	}
 	return err
+}
+
+// detach forgets one route; the last one releases the core.
+func (c *core) detach() {
+	c.lifecycle.Lock()
+	c.routes--
+	last := c.routes == 0
+	c.lifecycle.Unlock()
+	if last {
+		closeEngine(c.engine)
+		if c.release != nil {
+			c.release() // outside lifecycle: the factory takes its lock, then ours
+		}
+	}
 }
 
 // run drives time: stuck and idle flows each tick, metrics and checkpoints
@@ -205,7 +268,12 @@ func (c *core) consume(ctx context.Context, td ptrace.Traces) error {
 	changes := c.engine.Flush()
 	c.agg.observe(changes)
 	c.mu.Unlock()
-	return c.sendRecords(ctx, changes, now)
+	// The spans are in: a failed send is retried with the next records, not
+	// by the client, whose resend would duplicate raw events.
+	if err := c.sendRecords(ctx, changes, now); err != nil {
+		c.logger.Warn("Sending hop and flow records failed; they are sent again with the next ones", zap.Error(err))
+	}
+	return nil
 }
 
 func (c *core) tick(ctx context.Context, now time.Time) error {
@@ -217,8 +285,16 @@ func (c *core) tick(ctx context.Context, now time.Time) error {
 	return c.sendRecords(ctx, changes, now)
 }
 
+// sendRecords sends record versions, with any whose sending failed before.
+// What fails now waits for the next send.
 func (c *core) sendRecords(ctx context.Context, changes correlator.Changes, now time.Time) error {
-	if c.logs == nil || len(changes.Hops)+len(changes.Flows) == 0 {
+	if c.logs == nil {
+		return nil
+	}
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	changes = c.unsent.take(changes)
+	if len(changes.Hops)+len(changes.Flows) == 0 {
 		return nil
 	}
 	logs := plog.NewLogs()
@@ -232,7 +308,17 @@ func (c *core) sendRecords(ctx context.Context, changes correlator.Changes, now 
 	for _, f := range changes.Flows {
 		records.AppendFlow(logRecords, f, now)
 	}
-	return c.logs.ConsumeLogs(ctx, logs)
+	if err := c.logs.ConsumeLogs(ctx, logs); err != nil {
+		if dropped := c.unsent.add(changes); dropped > 0 {
+			c.logger.Error("Too many hop and flow records wait to be sent again; dropping new ones",
+				zap.Uint64("dropped", dropped), zap.Int("limit", maxUnsentRecords))
+			c.mu.Lock()
+			c.agg.recordsDropped += dropped
+			c.mu.Unlock()
+		}
+		return err
+	}
+	return nil
 }
 
 func (c *core) emitMetrics(ctx context.Context, now time.Time) error {
@@ -254,13 +340,19 @@ type route struct {
 	mu      sync.Mutex
 	started bool
 	stopped bool
-	// processes says whether this route feeds spans to the engine: the logs
-	// route does when there is one, else the metrics route. Both routes of
-	// a connector receive the same spans; the engine needs them once.
-	processes func() bool
+	// metrics marks the metrics route; the other one sends records.
+	metrics bool
 }
 
 var _ component.Component = (*route)(nil)
+
+// processes says whether this route feeds spans to the engine and drives
+// its timers: the logs route when there is one, else the metrics route.
+// Both routes of a connector receive the same spans; the engine needs them
+// once.
+func (r *route) processes() bool {
+	return !r.metrics || r.core.logs == nil
+}
 
 func (r *route) Start(context.Context, component.Host) error {
 	r.mu.Lock()
@@ -268,8 +360,10 @@ func (r *route) Start(context.Context, component.Host) error {
 	if r.started || r.stopped {
 		return nil
 	}
-	if err := r.core.start(); err != nil {
-		return err
+	if r.processes() {
+		if err := r.core.start(); err != nil {
+			return err
+		}
 	}
 	r.started = true
 	return nil
@@ -282,7 +376,15 @@ func (r *route) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	r.stopped = true
-	return r.core.shutdown(ctx, r.started)
+	var err error
+	if r.started && r.processes() {
+		err = r.core.stopTimers(ctx)
+	}
+	if r.started && r.metrics {
+		err = errors.Join(err, r.core.emitMetrics(ctx, r.core.clock()))
+	}
+	r.core.detach()
+	return err
 }
 
 func (r *route) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }

@@ -2,6 +2,7 @@ package correlatorconnector
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/connector/connectortest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/goleak"
 
@@ -247,15 +249,78 @@ func TestRestartNeitherLosesNorSplitsFlows(t *testing.T) {
 	require.True(t, report.Exact(), report.String())
 }
 
-func TestUnreadableCheckpointIsMovedAside(t *testing.T) {
+// TestUnreadableCheckpointStopsTheStart: the log segments the checkpoint
+// covered are gone, so starting without it would split the flows in flight;
+// the connector refuses, saying what to do, and leaves the files as they are.
+func TestUnreadableCheckpointStopsTheStart(t *testing.T) {
 	cfg := simConfig()
 	cfg.Checkpoint = CheckpointConfig{Path: filepath.Join(t.TempDir(), "correlator.checkpoint"), Interval: time.Hour}
 	require.NoError(t, writeFile(cfg.Checkpoint.Path, "garbage"))
-	clock := &simClock{now: time.Now()}
-	r := newRoutes(t, NewFactory(), cfg, clock)
-	r.shutdown(t)
-	assert.FileExists(t, cfg.Checkpoint.Path+".bad")
-	assert.FileExists(t, cfg.Checkpoint.Path, "a fresh checkpoint is written at shutdown")
+	leftover := cfg.Checkpoint.Path + ".tmp-123"
+	require.NoError(t, writeFile(leftover, "half a checkpoint"))
+
+	logs, err := NewFactory().CreateTracesToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), cfg, new(consumertest.LogsSink))
+	require.NoError(t, err)
+	err = logs.Start(context.Background(), componenttest.NewNopHost())
+	require.ErrorContains(t, err, "correlator checkpoint "+cfg.Checkpoint.Path+" is unreadable")
+	require.ErrorContains(t, err, "move it and "+cfg.Checkpoint.Path+".wal aside")
+	require.NoError(t, logs.Shutdown(context.Background()))
+
+	content, err := os.ReadFile(cfg.Checkpoint.Path)
+	require.NoError(t, err)
+	assert.Equal(t, "garbage", string(content), "the checkpoint is left for the operator")
+	assert.NoFileExists(t, leftover, "partial checkpoints from a crash are removed")
+}
+
+// refusingSink refuses every other batch of records, as an exporter whose
+// queue is full does.
+type refusingSink struct {
+	consumertest.LogsSink
+	mu     sync.Mutex
+	calls  int
+	healed bool // accepts everything from now on
+}
+
+func (s *refusingSink) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	s.mu.Lock()
+	s.calls++
+	refuse := s.calls%2 == 1 && !s.healed
+	s.mu.Unlock()
+	if refuse {
+		return errors.New("sending queue is full")
+	}
+	return s.LogsSink.ConsumeLogs(ctx, ld)
+}
+
+// TestRefusedRecordsAreSentAgain: records the next consumer refuses go out
+// with the next ones, and the spans are not refused for it (their resend
+// would duplicate raw events downstream).
+func TestRefusedRecordsAreSentAgain(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 17})
+	batches := w.Spans(50)
+	sink := new(refusingSink)
+	set := connectortest.NewNopSettings(metadata.Type)
+	logs, err := NewFactory().CreateTracesToLogs(context.Background(), set, simConfig(), sink)
+	require.NoError(t, err)
+	c := logs.(*route).core
+	clock := &simClock{now: batches[0].Arrival}
+	c.clock = clock.get
+	require.NoError(t, logs.Start(context.Background(), componenttest.NewNopHost()))
+	for _, b := range batches {
+		clock.set(b.Arrival)
+		_ = c.tick(context.Background(), b.Arrival) // a refused tick is sent again later, like the rest
+		require.NoError(t, logs.ConsumeTraces(context.Background(), b.Traces))
+	}
+	sink.mu.Lock()
+	sink.healed = true
+	sink.mu.Unlock()
+	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+	require.NoError(t, logs.Shutdown(context.Background()))
+
+	hops, flows := decode(t, &sink.LogsSink)
+	report := flowsim.Score(w.Truth, hops, flows)
+	require.True(t, report.Exact(), report.String())
+	assert.Greater(t, sink.calls, 10)
 }
 
 func writeFile(path, content string) error {

@@ -57,7 +57,7 @@ func (f *factory) createTracesToLogs(_ context.Context, set connector.Settings, 
 		return nil, err
 	}
 	c.logs = next
-	return &route{core: c, processes: func() bool { return true }}, nil
+	return &route{core: c}, nil
 }
 
 func (f *factory) createTracesToMetrics(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Metrics) (connector.Traces, error) {
@@ -66,5 +66,5 @@ func (f *factory) createTracesToMetrics(_ context.Context, set connector.Setting
 		return nil, err
 	}
 	c.metrics = next
-	return &route{core: c, processes: func() bool { return c.logs == nil }}, nil
+	return &route{core: c, metrics: true}, nil
 }

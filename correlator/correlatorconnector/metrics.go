@@ -83,7 +83,8 @@ type aggregator struct {
 	edges  map[edgeKey]*edgeStats
 	flows  map[flowKey]*flowStats
 	// Adapter counters.
-	malformed uint64
+	malformed      uint64
+	recordsDropped uint64
 }
 
 func newAggregator(maxLabelValues int, start time.Time) *aggregator {
@@ -215,6 +216,8 @@ func (a *aggregator) build(now time.Time, stats correlator.Stats) pmetric.Metric
 	a.sumPoint(malformed, ts, a.malformed)
 	folded := newSum(metrics, "flowtrace.correlator.folded_label_values", "{value}", "Metric label values folded into \"other\" by max_label_values.")
 	a.sumPoint(folded, ts, a.labels.folded)
+	dropped := newSum(metrics, "flowtrace.correlator.records_dropped", "{record}", "Hop and flow records dropped while the next consumer refused them for too long.")
+	a.sumPoint(dropped, ts, a.recordsDropped)
 	return md
 }
 
