@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -71,18 +72,27 @@ func (p *params) text(name string) string {
 	return v
 }
 
-// time reads RFC 3339 or Unix milliseconds.
+// Times the storage can hold: nanoseconds since 1970 in an int64.
+var (
+	minTime = time.Unix(0, 0).UTC()
+	maxTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// time reads RFC 3339 or Unix milliseconds, between 1970 and 2262.
 func (p *params) time(name string) time.Time {
 	v := p.text(name)
 	if v == "" {
 		return time.Time{}
 	}
-	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return time.UnixMilli(ms).UTC()
-	}
 	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
+	if ms, msErr := strconv.ParseInt(v, 10, 64); msErr == nil {
+		t, err = time.UnixMilli(ms).UTC(), nil
+	}
+	switch {
+	case err != nil:
 		p.fail(name, "want RFC 3339 (2026-11-26T10:00:00Z) or Unix milliseconds, got %q", v)
+	case t.Before(minTime) || t.After(maxTime):
+		p.fail(name, "want a time from %s to %s, got %q", minTime.Format(time.RFC3339), maxTime.Format(time.RFC3339), v)
 	}
 	return t
 }

@@ -20,6 +20,11 @@ type Config struct {
 	Storage component.ID `mapstructure:"storage"`
 	// Backend names the flowstorage backend to read. Default "default".
 	Backend string `mapstructure:"backend"`
+	// AllowedHosts are the host names (without port) browsers may reach
+	// the server by. On loopback, loopback addresses and localhost are
+	// always allowed and other names refused; elsewhere, any name is
+	// allowed unless this is set.
+	AllowedHosts []string `mapstructure:"allowed_hosts"`
 }
 
 func createDefaultConfig() *Config {

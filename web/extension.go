@@ -40,7 +40,8 @@ func (w *webExtension) Start(ctx context.Context, host component.Host) error {
 	if err != nil {
 		return fmt.Errorf("flowtrace_web: listen on %s: %w", w.cfg.NetAddr.Endpoint, err)
 	}
-	server, err := w.cfg.ToServer(ctx, host.GetExtensions(), w.settings, newAPI(store, w.settings.Logger))
+	handler := newHostGuard(listener.Addr(), w.cfg.AllowedHosts, newAPI(store, w.settings.Logger))
+	server, err := w.cfg.ToServer(ctx, host.GetExtensions(), w.settings, handler)
 	if err != nil {
 		listener.Close()
 		return fmt.Errorf("flowtrace_web: %w", err)

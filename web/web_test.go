@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +54,7 @@ func TestConfig(t *testing.T) {
 	require.NoError(t, confmap.Validate(custom))
 	assert.Equal(t, "0.0.0.0:9999", custom.NetAddr.Endpoint)
 	assert.Equal(t, "central", custom.Backend)
+	assert.Equal(t, []string{"flowtrace.internal"}, custom.AllowedHosts)
 	assert.True(t, custom.TLS.HasValue())
 	err = confmap.Validate(load("bad"))
 	assert.ErrorContains(t, err, "endpoint: must not be empty")
@@ -186,6 +189,28 @@ func TestAPI(t *testing.T) {
 			require.Equal(t, 400, get(t, base, "/api/flows", q, &e), name)
 			assert.Equal(t, name, e.Parameter)
 		}
+		for _, from := range []string{"1969-12-31T23:59:59Z", "2300-01-01T00:00:00Z", "-1", "9223372036854775807"} {
+			var e errorJSON
+			require.Equal(t, 400, get(t, base, "/api/flows", url.Values{"from": {from}}, &e), from)
+			assert.Equal(t, "from", e.Parameter)
+			assert.Contains(t, e.Error, "want a time from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z")
+		}
+	})
+	t.Run("names other than the server's are refused on loopback", func(t *testing.T) {
+		port := strings.TrimPrefix(base, "http://127.0.0.1:")
+		for host, want := range map[string]int{
+			"127.0.0.1:" + port: 200, "localhost:" + port: 200, "LOCALHOST": 200, "ui.localhost:" + port: 200,
+			"[::1]:" + port: 200, "attacker.example:" + port: 403, "127.0.0.1.attacker.example": 403,
+		} {
+			req, err := http.NewRequest(http.MethodGet, base+"/api/flows?key=o-3", nil)
+			require.NoError(t, err)
+			req.Host = host
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			assert.Equal(t, want, resp.StatusCode, "Host %q: %s", host, body)
+		}
 	})
 	t.Run("flow detail", func(t *testing.T) {
 		var d flowDetailResponse
@@ -245,4 +270,27 @@ func TestStartFailsWithoutStorage(t *testing.T) {
 	require.NoError(t, err)
 	require.ErrorIs(t, ext.Start(context.Background(), componenttest.NewNopHost()), flowstorage.ErrNoExtension)
 	require.NoError(t, ext.Shutdown(context.Background()))
+}
+
+func TestHostGuard(t *testing.T) {
+	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	status := func(h http.Handler, host string) int {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/api/flows", nil)
+		req.Host = host
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	anyAddr := &net.TCPAddr{IP: net.IPv4zero, Port: 8686}
+	open := newHostGuard(anyAddr, nil, ok)
+	assert.Equal(t, 200, status(open, "flowtrace.example:8686"), "off loopback, any name by default")
+
+	named := newHostGuard(anyAddr, []string{"Flowtrace.Internal"}, ok)
+	assert.Equal(t, 200, status(named, "flowtrace.internal:8686"))
+	assert.Equal(t, 403, status(named, "127.0.0.1:8686"), "only the listed names")
+
+	local := newHostGuard(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8686}, []string{"flowtrace.internal"}, ok)
+	assert.Equal(t, 200, status(local, "flowtrace.internal"))
+	assert.Equal(t, 200, status(local, "127.0.0.2:8686"))
+	assert.Equal(t, 403, status(local, "other.internal"))
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,28 +169,32 @@ func TestSpansBecomeStoredFlows(t *testing.T) {
 		require.NoError(t, err)
 		resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
-		// The exporter's queue writes batches at least every second.
-		time.Sleep(2500 * time.Millisecond)
-
-		resp, err = client.Get("http://" + endpoints.flowMetrics + "/metrics")
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.NoError(t, err)
-		assert.Contains(t, string(body), `flowtrace_flows_in_flight{job="flowtrace"} 1`)
-		assert.Contains(t, string(body), `flowtrace_correlator_events_total{job="flowtrace",result="added"} 1`)
+		get := func(url string) string {
+			resp, err := client.Get(url)
+			if err != nil {
+				return err.Error()
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return string(body)
+		}
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			body := get("http://" + endpoints.flowMetrics + "/metrics")
+			assert.Contains(c, body, `flowtrace_flows_in_flight{job="flowtrace"} 1`)
+			assert.Contains(c, body, `flowtrace_correlator_events_total{job="flowtrace",result="added"} 1`)
+		}, 20*time.Second, 100*time.Millisecond)
 
 		// The API finds the flow by its message id while flowtrace runs.
-		resp, err = client.Get("http://" + endpoints.api + "/api/flows?key=m-1")
-		require.NoError(t, err)
 		var page struct {
 			Flows []struct {
 				Name string `json:"name"`
 			} `json:"flows"`
 		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
-		resp.Body.Close()
-		require.Len(t, page.Flows, 1)
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			page.Flows = nil
+			assert.NoError(c, json.Unmarshal([]byte(get("http://"+endpoints.api+"/api/flows?key=m-1")), &page))
+			assert.Len(c, page.Flows, 1)
+		}, 20*time.Second, 100*time.Millisecond)
 		assert.Equal(t, "checkout orders", page.Flows[0].Name)
 	})
 	withStore(t, dataDir, func(st storage.Store) {
@@ -262,8 +268,8 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 		otlpGRPCPort: ports[0],
 	}
 	cmd := newCommand()
-	var stderr bytes.Buffer
-	cmd.SetErr(&stderr)
+	stderr := new(syncBuffer)
+	cmd.SetErr(stderr)
 	cmd.SetArgs([]string{
 		"--data-dir=" + dataDir,
 		fmt.Sprintf("--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:%d", ports[0]),
@@ -279,29 +285,56 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("flowtrace did not stop after its context was cancelled")
+		}
+	}
+	// When fn fails, flowtrace still stops before the next test starts.
+	t.Cleanup(func() { _ = stop() })
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	defer client.CloseIdleConnections()
-	waitHealthy(t, client, "http://"+ep.healthCheck+"/", done, &stderr)
+	waitHealthy(t, client, "http://"+ep.healthCheck+"/", done, stderr)
 	fn(ep, client)
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err, stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("flowtrace did not stop after its context was cancelled")
-	}
+	require.NoError(t, stop(), stderr.String())
 	return stderr.String()
 }
 
+// syncBuffer is a bytes.Buffer that flowtrace may write to from its own
+// goroutines while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // waitHealthy polls the health check until it answers 200, failing fast when
-// the command exits first. stderr is only read once the command has returned,
-// as it writes there from its own goroutine.
-func waitHealthy(t *testing.T, client *http.Client, url string, done <-chan error, stderr *bytes.Buffer) {
+// the command exits first.
+func waitHealthy(t *testing.T, client *http.Client, url string, done <-chan error, stderr *syncBuffer) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)

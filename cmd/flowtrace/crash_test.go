@@ -67,8 +67,10 @@ func startChildWith(t *testing.T, dataDir string, ports []int, pinned bool, extr
 	if pinned {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
 	}
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	// The child dies with the test process, however that ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	logs := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(t, cmd.Start())
 	c := &child{cmd: cmd, ep: ep, exited: make(chan struct{})}
 	go func() {

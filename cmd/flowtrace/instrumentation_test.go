@@ -116,6 +116,9 @@ func TestKafkaServicesTracedWithKotel(t *testing.T) {
 
 	runFlowtrace(t, t.TempDir(), func(ep endpoints, client *http.Client) {
 		ctx := context.Background()
+		// Polls give up rather than hang the test if records never come.
+		pollCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		checkoutTP, billingTP, mailerTP := tracerProvider(t, ep.otlpHTTP, "checkout"), tracerProvider(t, ep.otlpHTTP, "billing"), tracerProvider(t, ep.otlpHTTP, "mailer")
 		defer func() {
 			for _, tp := range []*sdktrace.TracerProvider{checkoutTP, billingTP, mailerTP} {
@@ -131,7 +134,7 @@ func TestKafkaServicesTracedWithKotel(t *testing.T) {
 		billing, billingTracer := kafkaClient(t, brokers, billingTP,
 			kgo.ConsumerGroup("billing"), kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		for consumed := 0; consumed < orders; {
-			fetches := billing.PollFetches(ctx)
+			fetches := billing.PollFetches(pollCtx)
 			require.NoError(t, fetches.Err())
 			fetches.EachRecord(func(r *kgo.Record) {
 				processCtx, span := billingTracer.WithProcessSpan(r)
@@ -145,7 +148,7 @@ func TestKafkaServicesTracedWithKotel(t *testing.T) {
 		mailer, mailerTracer := kafkaClient(t, brokers, mailerTP,
 			kgo.ConsumerGroup("mailer"), kgo.ConsumeTopics("invoices"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		for consumed := 0; consumed < orders; {
-			fetches := mailer.PollFetches(ctx)
+			fetches := mailer.PollFetches(pollCtx)
 			require.NoError(t, fetches.Err())
 			fetches.EachRecord(func(r *kgo.Record) {
 				_, span := mailerTracer.WithProcessSpan(r)

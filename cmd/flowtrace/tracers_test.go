@@ -122,9 +122,14 @@ func TestAsyncHTTPCallback(t *testing.T) {
 				span.End()
 			}
 		}
-		webhook := httptest.NewServer(serverSpan(clientTP, func(w http.ResponseWriter, r *http.Request) {
+		called := make(chan struct{})
+		handleCallback := serverSpan(clientTP, func(w http.ResponseWriter, r *http.Request) {
 			trace.SpanFromContext(r.Context()).SetAttributes(attribute.String("flowtrace.callback.id", r.URL.Query().Get("job")))
 			time.Sleep(3 * time.Millisecond)
+		})
+		webhook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handleCallback(w, r)
+			close(called) // its span has ended
 		}))
 		defer webhook.Close()
 		jobs := httptest.NewServer(serverSpan(apiTP, func(w http.ResponseWriter, r *http.Request) {
@@ -145,7 +150,11 @@ func TestAsyncHTTPCallback(t *testing.T) {
 		require.NoError(t, err)
 		resp.Body.Close()
 		require.Equal(t, http.StatusAccepted, resp.StatusCode)
-		time.Sleep(200 * time.Millisecond) // the callback happens
+		select {
+		case <-called:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the worker never called the webhook")
+		}
 		require.NoError(t, apiTP.Shutdown(ctx))
 		require.NoError(t, clientTP.Shutdown(ctx))
 		http.DefaultClient.CloseIdleConnections()
