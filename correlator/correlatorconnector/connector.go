@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
@@ -256,6 +257,9 @@ func (c *core) consume(ctx context.Context, td ptrace.Traces) error {
 		})
 		if err := c.wal.Append(now, batch); err != nil {
 			c.mu.Unlock()
+			if errors.Is(err, wal.ErrTooLarge) {
+				return consumererror.NewPermanent(err) // sending it again cannot help
+			}
 			return err // retryable: the client sends the spans again
 		}
 		for i := range batch {

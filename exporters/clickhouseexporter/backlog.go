@@ -2,6 +2,7 @@ package clickhouseexporter
 
 import (
 	"fmt"
+	"math"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -21,6 +22,9 @@ const (
 	MetricPublishRate = "flowtrace.backlog.publish_rate"
 	MetricDeliverRate = "flowtrace.backlog.deliver_rate"
 )
+
+// maxBacklogValue bounds a backlog value: counts must fit an int64 column.
+const maxBacklogValue float64 = 1 << 62
 
 type sampleKey struct {
 	time                                       pcommon.Timestamp
@@ -62,19 +66,26 @@ func backlogSamples(md pmetric.Metrics) ([]model.BacklogSample, []error) {
 						bad = append(bad, fmt.Errorf("%s: a point without a destination attribute", m.Name()))
 						continue
 					}
-					s := samples[key]
-					if s == nil {
-						s = &model.BacklogSample{Time: dp.Timestamp().AsTime().UTC(), System: key.system, Broker: key.broker,
-							Destination: key.destination, ConsumerGroup: key.consumerGroup}
-						samples[key] = s
-						order = append(order, key)
-					}
 					var v float64
 					switch dp.ValueType() {
 					case pmetric.NumberDataPointValueTypeInt:
 						v = float64(dp.IntValue())
 					case pmetric.NumberDataPointValueTypeDouble:
 						v = dp.DoubleValue()
+					default:
+						bad = append(bad, fmt.Errorf("%s: a point without a value", m.Name()))
+						continue
+					}
+					if math.IsNaN(v) || v < 0 || v > maxBacklogValue {
+						bad = append(bad, fmt.Errorf("%s: want a value from 0 to %g, got %g", m.Name(), maxBacklogValue, v))
+						continue
+					}
+					s := samples[key]
+					if s == nil {
+						s = &model.BacklogSample{Time: dp.Timestamp().AsTime().UTC(), System: key.system, Broker: key.broker,
+							Destination: key.destination, ConsumerGroup: key.consumerGroup}
+						samples[key] = s
+						order = append(order, key)
 					}
 					set(s, v)
 				}

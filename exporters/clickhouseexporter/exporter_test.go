@@ -2,6 +2,7 @@ package clickhouseexporter
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -179,14 +180,41 @@ func TestBacklogSamples(t *testing.T) {
 	gauge(MetricLagSeconds, 3.5, dims)
 	gauge("process.cpu.time", 1, dims) // not backlog: skipped
 	gauge(MetricDepth, 1, map[string]any{"system": "kafka"})
+	other := map[string]any{"system": "kafka", "destination": "invoices"}
+	gauge(MetricLagSeconds, math.NaN(), other)
+	gauge(MetricLag, math.Inf(1), other)
+	gauge(MetricDepth, -3, other)
+	empty := ms.AppendEmpty()
+	empty.SetName(MetricConsumers)
+	require.NoError(t, empty.SetEmptyGauge().DataPoints().AppendEmpty().Attributes().FromRaw(other))
+
+	_, bad := backlogSamples(md)
+	assert.Equal(t, []string{
+		"flowtrace.backlog.depth: a point without a destination attribute",
+		"flowtrace.backlog.lag_seconds: want a value from 0 to 4.611686018427388e+18, got NaN",
+		"flowtrace.backlog.lag: want a value from 0 to 4.611686018427388e+18, got +Inf",
+		"flowtrace.backlog.depth: want a value from 0 to 4.611686018427388e+18, got -3",
+		"flowtrace.backlog.consumers: a point without a value",
+	}, errorStrings(bad))
 
 	err := exp.ConsumeMetrics(context.Background(), md)
-	require.ErrorContains(t, err, "without a destination")
+	require.ErrorContains(t, err, "5 malformed, the first: flowtrace.backlog.depth: a point without a destination")
+	none, err := st.BacklogSeries(context.Background(), storage.BacklogQuery{Destination: "invoices", From: ts.AsTime().Add(-time.Minute), To: ts.AsTime().Add(time.Minute)})
+	require.NoError(t, err)
+	assert.Empty(t, none, "no sample made of bad points alone")
 	samples, err := st.BacklogSeries(context.Background(), storage.BacklogQuery{Destination: "orders", From: ts.AsTime().Add(-time.Minute), To: ts.AsTime().Add(time.Minute)})
 	require.NoError(t, err)
 	require.Len(t, samples, 1)
 	assert.Equal(t, model.BacklogSample{Time: ts.AsTime().UTC(), System: "kafka", Broker: "c1", Destination: "orders", ConsumerGroup: "billing",
 		Depth: 12, LagMessages: 40, LagSeconds: 3.5}, samples[0])
+}
+
+func errorStrings(errs []error) []string {
+	out := make([]string, len(errs))
+	for i, err := range errs {
+		out[i] = err.Error()
+	}
+	return out
 }
 
 func TestStartFailsWithoutStorage(t *testing.T) {

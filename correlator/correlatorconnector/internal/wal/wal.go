@@ -27,9 +27,13 @@ import (
 )
 
 // maxRecord bounds one record: a length past it is corruption, not a batch.
-const maxRecord = 256 << 20
+// Append splits larger batches. A variable so tests can lower it.
+var maxRecord = 256 << 20
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrTooLarge means an event does not fit in a record.
+var ErrTooLarge = errors.New("event too large for the write-ahead log")
 
 // ErrCorrupt means a record failed its checksum or could not be decoded.
 var ErrCorrupt = errors.New("corrupt write-ahead log record")
@@ -41,7 +45,8 @@ type Log struct {
 	segment uint64
 	file    *os.File
 	w       *bufio.Writer
-	buf     []byte
+	buf     []byte // encoded events of the batch being appended
+	ends    []int  // where each of them ends in buf
 }
 
 // Open opens the log in dir, creating it, and starts a new segment after
@@ -81,26 +86,57 @@ func (l *Log) open(segment uint64) error {
 // Segment is the number of the segment being appended to.
 func (l *Log) Segment() uint64 { return l.segment }
 
-// Append writes one batch. It returns once the batch is in the operating
-// system's hands: a crash of the process loses nothing written.
+// Append writes one batch, as one record or, past maxRecord, several. It
+// returns once the batch is in the operating system's hands: a crash of the
+// process loses nothing written. A batch with an event too large for any
+// record is refused whole (ErrTooLarge), with nothing written.
 func (l *Log) Append(now time.Time, events []model.Event) error {
-	payload := binary.AppendVarint(l.buf[:0], now.UnixNano())
-	payload = binary.AppendUvarint(payload, uint64(len(events)))
+	// Encode every event first, noting where each ends, so records can be
+	// cut on event boundaries and nothing is written if one cannot fit.
+	body, ends := l.buf[:0], l.ends[:0]
 	for i := range events {
-		payload = appendEvent(payload, &events[i])
+		body = appendEvent(body, &events[i])
+		ends = append(ends, len(body))
 	}
-	l.buf = payload
-	var header [8]byte
-	binary.LittleEndian.PutUint32(header[:4], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(header[4:], crc32.Checksum(payload, crcTable))
-	if _, err := l.w.Write(header[:]); err != nil {
-		return fmt.Errorf("append to write-ahead log: %w", err)
+	l.buf, l.ends = body, ends
+	limit := maxRecord - 2*binary.MaxVarintLen64 // room for the time and count
+	start := 0
+	for i, end := range ends {
+		if end-start > limit {
+			return fmt.Errorf("%w: event %d encodes to %d bytes, past %d", ErrTooLarge, i, end-start, limit)
+		}
+		start = end
 	}
-	if _, err := l.w.Write(payload); err != nil {
-		return fmt.Errorf("append to write-ahead log: %w", err)
+
+	for first, start := 0, 0; first < len(events); {
+		last := first + 1 // one event always fits, checked above
+		for last < len(events) && ends[last]-start <= limit {
+			last++
+		}
+		if err := l.writeRecord(now, last-first, body[start:ends[last-1]]); err != nil {
+			return err
+		}
+		first, start = last, ends[last-1]
 	}
 	if err := l.w.Flush(); err != nil {
 		return fmt.Errorf("append to write-ahead log: %w", err)
+	}
+	return nil
+}
+
+// writeRecord buffers one record: its length and checksum, the time, the
+// number of events, and the encoded events.
+func (l *Log) writeRecord(now time.Time, count int, events []byte) error {
+	var prefix [2 * binary.MaxVarintLen64]byte
+	p := binary.AppendVarint(prefix[:0], now.UnixNano())
+	p = binary.AppendUvarint(p, uint64(count))
+	var header [8]byte
+	binary.LittleEndian.PutUint32(header[:4], uint32(len(p)+len(events)))
+	binary.LittleEndian.PutUint32(header[4:], crc32.Update(crc32.Checksum(p, crcTable), crcTable, events))
+	for _, part := range [][]byte{header[:], p, events} {
+		if _, err := l.w.Write(part); err != nil {
+			return fmt.Errorf("append to write-ahead log: %w", err)
+		}
 	}
 	return nil
 }
@@ -183,7 +219,7 @@ func replaySegment(path string, fn func(time.Time, *model.Event)) (int, error) {
 			return 1, nil // torn header
 		}
 		size := binary.LittleEndian.Uint32(header[:4])
-		if size > maxRecord {
+		if int64(size) > int64(maxRecord) {
 			return 1, nil
 		}
 		payload = append(payload[:0], make([]byte, size)...)

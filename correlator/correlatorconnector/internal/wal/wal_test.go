@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +75,46 @@ func TestAppendReplayRotateRemove(t *testing.T) {
 	require.NoError(t, l.Remove(next))
 	all, _ = replayAll(t, l, 0)
 	assert.Equal(t, after, all)
+}
+
+// TestLargeBatchesAreSplit: a batch past the record limit is written as
+// several records, cut between events, and replayed whole; an event that
+// fits no record refuses its batch, writing nothing.
+func TestLargeBatchesAreSplit(t *testing.T) {
+	defer func(old int) { maxRecord = old }(maxRecord)
+	maxRecord = 300
+	dir := t.TempDir()
+	l, err := Open(dir)
+	require.NoError(t, err)
+	batch := make([]model.Event, 12)
+	for i := range batch {
+		batch[i] = sample(i)
+	}
+	require.NoError(t, l.Append(t0, batch))
+	huge := sample(99)
+	huge.Destination = strings.Repeat("x", 400)
+	require.ErrorIs(t, l.Append(t0, []model.Event{sample(0), huge}), ErrTooLarge)
+	require.NoError(t, l.Close())
+
+	data, err := os.ReadFile(filepath.Join(dir, "1.wal"))
+	require.NoError(t, err)
+	records := 0
+	for rest := data; len(rest) > 0; records++ {
+		size := binary.LittleEndian.Uint32(rest[:4])
+		require.LessOrEqual(t, int(size), maxRecord)
+		rest = rest[8+size:]
+	}
+	assert.Greater(t, records, 1, "split into several records")
+
+	l, err = Open(dir)
+	require.NoError(t, err)
+	defer l.Close()
+	all, bad := replayAll(t, l, 0)
+	require.Zero(t, bad)
+	require.Len(t, all, len(batch), "the refused batch left nothing")
+	for i := range batch {
+		assert.Equal(t, replayed{t0, batch[i]}, all[i])
+	}
 }
 
 func TestTornAndCorruptRecordsEndTheirSegment(t *testing.T) {
