@@ -183,6 +183,15 @@ func (c *core) stopTimers(ctx context.Context) error {
 	close(c.stop)
 	c.done.Wait()
 	err := errors.Join(c.tick(ctx, c.clock()), c.checkpoint())
+	c.sendMu.Lock()
+	if n := len(c.unsent.hops) + len(c.unsent.flows); n > 0 {
+		// Not in the checkpoint: the flows' next changes would send them.
+		c.logger.Error("Hop and flow records still refused at shutdown are lost", zap.Int("records", n))
+		c.mu.Lock()
+		c.agg.recordsDropped += uint64(n)
+		c.mu.Unlock()
+	}
+	c.sendMu.Unlock()
 	if c.wal != nil {
 		err = errors.Join(err, c.wal.Close())
 	}
