@@ -98,7 +98,7 @@ func TestPrintDefaultConfig(t *testing.T) {
 func TestComponentsCommand(t *testing.T) {
 	out, err := execute(t, "components")
 	require.NoError(t, err)
-	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator", "clickhouse", "file_storage", "prometheus", "flowtrace_web", "nop"} {
+	for _, name := range []string{"otlp", "jaeger", "zipkin", "batch", "memory_limiter", "debug", "health_check", "flowstorage", "correlator", "clickhouse", "file_storage", "segment_storage", "prometheus", "flowtrace_web", "nop"} {
 		require.Contains(t, out, "name: "+name)
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/pprofextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/jaegerreceiver"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/zipkinreceiver"
@@ -19,6 +20,7 @@ import (
 	"github.com/flowtrace/flowtrace/correlator/correlatorconnector"
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter"
 	"github.com/flowtrace/flowtrace/storage/flowstorage"
+	"github.com/flowtrace/flowtrace/storage/segmentstorage"
 	"github.com/flowtrace/flowtrace/web"
 )
 
@@ -34,8 +36,10 @@ func components() (otelcol.Factories, error) {
 
 	factories.Extensions, err = otelcol.MakeFactoryMap(
 		healthcheckextension.NewFactory(),
+		pprofextension.NewFactory(),
 		filestorage.NewFactory(),
 		flowstorage.NewFactory(),
+		segmentstorage.NewFactory(),
 		web.NewFactory(),
 	)
 	if err != nil {

@@ -17,7 +17,7 @@ func TestComponents(t *testing.T) {
 		types []component.Type
 		want  []string
 	}{
-		{kind: "extensions", types: typesOf(factories.Extensions), want: []string{"health_check"}},
+		{kind: "extensions", types: typesOf(factories.Extensions), want: []string{"health_check", "pprof", "file_storage", "flowstorage", "segment_storage", "flowtrace_web"}},
 		{kind: "receivers", types: typesOf(factories.Receivers), want: []string{"otlp", "jaeger", "zipkin"}},
 		{kind: "processors", types: typesOf(factories.Processors), want: []string{"batch", "memory_limiter"}},
 		{kind: "exporters", types: typesOf(factories.Exporters), want: []string{"debug"}},

@@ -28,8 +28,9 @@ import (
 //
 // (with CHDB_LIB_PATH set, as make does). FLOWTRACE_LOAD_PIPELINE=nop runs
 // the same binary and workload through a plain OTLP → batch → nop pipeline,
-// for the overhead ratio. Results go to the test log; docs/BENCHMARKS.md has
-// the figures.
+// for the overhead ratio; FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
+// loaded process's pprof there. Results go to the test log;
+// docs/BENCHMARKS.md has the figures.
 
 // spanBatch makes one OTLP batch of flows of two hops (checkout → orders →
 // billing → invoices → mailer): publish, receive and process spans per hop,
@@ -133,6 +134,11 @@ service:
       exporters: [nop]
 `, ports[1], ports[5])), 0o600))
 		extra = []string{"--config=file:" + cfg}
+	}
+	if endpoint := os.Getenv("FLOWTRACE_LOAD_PPROF"); endpoint != "" && !nop {
+		// Profiles of the loaded process: go tool pprof http://<endpoint>/debug/pprof/profile
+		extra = append(extra, "--set=extensions.pprof.endpoint="+endpoint,
+			"--set=service.extensions=[health_check, segment_storage, flowstorage, flowtrace_web, pprof]")
 	}
 	child := startChildWith(t, dataDir, ports, true, extra...) // on CPU 0 alone, GOMAXPROCS=1
 

@@ -22,7 +22,8 @@ type Config struct {
 	// TimeoutConfig bounds each write (timeout). Default 30s.
 	exporterhelper.TimeoutConfig `mapstructure:",squash"`
 	// QueueConfig batches writes and holds them while storage is away;
-	// with storage set to a file_storage extension it survives a crash.
+	// with storage set to a storage extension (segment_storage, file_storage)
+	// it survives a crash.
 	// Default: on, 10 consumers... see README.
 	QueueConfig configoptional.Optional[exporterhelper.QueueBatchConfig] `mapstructure:"sending_queue"`
 	// BackOffConfig retries failed writes with exponential backoff. Default on.

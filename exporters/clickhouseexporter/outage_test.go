@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
+	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/extension/extensiontest"
 	"go.opentelemetry.io/collector/pdata/plog"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/flowtrace/flowtrace/storage"
 	"github.com/flowtrace/flowtrace/storage/chdb"
 	"github.com/flowtrace/flowtrace/storage/chstore"
+	"github.com/flowtrace/flowtrace/storage/segmentstorage"
 )
 
 // flakyStore fails every write while down: storage that went away.
@@ -57,8 +59,26 @@ func (p provider) Store(string) (storage.Store, error) { return p.store, nil }
 // TestStorageOutage: while storage is down, accepted batches wait in the
 // persistent queue, which is bounded — past it the exporter refuses with a
 // retryable error —, and once storage is back every accepted batch is
-// written, once.
+// written, once. The queue is kept by flowtrace's segment_storage, as by
+// default, or by contrib's file_storage.
 func TestStorageOutage(t *testing.T) {
+	segments := segmentstorage.NewFactory()
+	segmentsCfg := segments.CreateDefaultConfig().(*segmentstorage.Config)
+	segmentsCfg.Directory = t.TempDir()
+	files := filestorage.NewFactory()
+	filesCfg := files.CreateDefaultConfig().(*filestorage.Config)
+	filesCfg.Directory = t.TempDir()
+	for _, queueStorage := range []struct {
+		factory extension.Factory
+		cfg     component.Config
+	}{{segments, segmentsCfg}, {files, filesCfg}} {
+		t.Run(queueStorage.factory.Type().String(), func(t *testing.T) {
+			testStorageOutage(t, queueStorage.factory, queueStorage.cfg)
+		})
+	}
+}
+
+func testStorageOutage(t *testing.T, queueFactory extension.Factory, queueCfg component.Config) {
 	conn, err := chdb.Open(t.TempDir())
 	require.NoError(t, err)
 	backing, err := chstore.New(conn, chstore.Schema{Database: "flowtrace"})
@@ -68,22 +88,19 @@ func TestStorageOutage(t *testing.T) {
 	flaky := &flakyStore{Store: backing}
 	flaky.down.Store(true)
 
-	fsFactory := filestorage.NewFactory()
-	fsCfg := fsFactory.CreateDefaultConfig().(*filestorage.Config)
-	fsCfg.Directory = t.TempDir()
-	fileStorage, err := fsFactory.Create(context.Background(), extensiontest.NewNopSettings(fsFactory.Type()), fsCfg)
+	queueStorage, err := queueFactory.Create(context.Background(), extensiontest.NewNopSettings(queueFactory.Type()), queueCfg)
 	require.NoError(t, err)
-	fileStorageID := component.NewID(fsFactory.Type())
+	queueStorageID := component.NewID(queueFactory.Type())
 	h := host{Host: componenttest.NewNopHost(), extensions: map[component.ID]component.Component{
-		fileStorageID:                      fileStorage,
+		queueStorageID:                     queueStorage,
 		component.MustNewID("flowstorage"): provider{store: flaky},
 	}}
-	require.NoError(t, fileStorage.Start(context.Background(), h))
-	defer func() { require.NoError(t, fileStorage.Shutdown(context.Background())) }()
+	require.NoError(t, queueStorage.Start(context.Background(), h))
+	defer func() { require.NoError(t, queueStorage.Shutdown(context.Background())) }()
 
 	cfg := createDefaultConfig()
 	queue := *cfg.QueueConfig.Get()
-	queue.StorageID = &fileStorageID
+	queue.StorageID = &queueStorageID
 	queue.QueueSize = 20 // requests
 	queue.NumConsumers = 1
 	queue.Batch = configoptional.None[exporterhelper.BatchConfig]()
