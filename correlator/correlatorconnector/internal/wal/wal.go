@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/model/modelcodec"
 )
 
 // maxRecord bounds one record: a length past it is corruption, not a batch.
@@ -95,7 +96,7 @@ func (l *Log) Append(now time.Time, events []model.Event) error {
 	// cut on event boundaries and nothing is written if one cannot fit.
 	body, ends := l.buf[:0], l.ends[:0]
 	for i := range events {
-		body = appendEvent(body, &events[i])
+		body = modelcodec.AppendEvent(body, &events[i])
 		ends = append(ends, len(body))
 	}
 	l.buf, l.ends = body, ends
@@ -236,16 +237,16 @@ func replaySegment(path string, fn func(time.Time, *model.Event)) (int, error) {
 }
 
 func decodeBatch(payload []byte, ev *model.Event, fn func(time.Time, *model.Event)) error {
-	d := decoder{buf: payload}
-	now := time.Unix(0, d.varint()).UTC()
-	n := d.uvarint()
-	if d.err != nil || n > uint64(len(payload)) {
+	d := modelcodec.NewDecoder(payload)
+	now := time.Unix(0, d.Varint()).UTC()
+	n := d.Count()
+	if d.Err() != nil {
 		return ErrCorrupt
 	}
 	for range n {
-		d.event(ev)
-		if d.err != nil {
-			return d.err
+		d.Event(ev)
+		if d.Err() != nil {
+			return ErrCorrupt
 		}
 		fn(now, ev)
 	}
