@@ -181,15 +181,22 @@ service:
 		}()
 	}
 
-	// Markers: one flow every 250 ms, timed from send to queryable.
+	// Markers: one flow every 250 ms, timed from send to queryable. They are
+	// written in the order sent, so one poller waits for each in turn: the
+	// probe costs one query at a time, however far behind flowtrace falls.
+	type marker struct {
+		name   string
+		sentAt time.Time
+	}
 	var latencies []time.Duration
-	var latMu sync.Mutex
 	var markers sync.WaitGroup
 	stopMarkers := make(chan struct{})
 	if !nop {
-		markers.Add(1)
+		sentMarkers := make(chan marker, 1<<16)
+		markers.Add(2)
 		go func() {
 			defer markers.Done()
+			defer close(sentMarkers)
 			tick := time.NewTicker(250 * time.Millisecond)
 			defer tick.Stop()
 			for i := 0; ; i++ {
@@ -198,36 +205,22 @@ service:
 					return
 				case <-tick.C:
 				}
-				marker := fmt.Sprintf("marker%d", i)
-				sentAt := time.Now()
-				work <- batch{body: spanBatch(&seq, 1, sentAt, marker)}
-				markers.Add(1)
-				go func() {
-					defer markers.Done()
-					for time.Since(sentAt) < time.Minute {
-						resp, err := client.Get("http://" + child.ep.api + "/api/flows?" + url.Values{"key": {"invoices-" + marker}}.Encode())
-						if err == nil {
-							var page struct {
-								Flows []struct {
-									HopCount int `json:"hop_count"`
-								} `json:"flows"`
-							}
-							_ = json.NewDecoder(resp.Body).Decode(&page)
-							resp.Body.Close()
-							if len(page.Flows) == 1 && page.Flows[0].HopCount == 2 {
-								latMu.Lock()
-								latencies = append(latencies, time.Since(sentAt))
-								latMu.Unlock()
-								return
-							}
-						}
-						time.Sleep(100 * time.Millisecond)
-					}
-				}()
+				m := marker{name: fmt.Sprintf("marker%d", i), sentAt: time.Now()}
+				work <- batch{body: spanBatch(&seq, 1, m.sentAt, m.name)}
+				sentMarkers <- m
+			}
+		}()
+		go func() {
+			defer markers.Done()
+			for m := range sentMarkers {
+				if latency, ok := waitQueryable(client, child.ep.api, m.name, m.sentAt, 10*time.Minute); ok {
+					latencies = append(latencies, latency)
+				}
 			}
 		}()
 	}
 
+	cpuBefore := cpuSeconds(t, child.cmd.Process.Pid)
 	start := time.Now()
 	next := start
 	for time.Since(start) < duration {
@@ -239,14 +232,27 @@ service:
 		}
 	}
 	elapsed := time.Since(start)
+	cpu := cpuSeconds(t, child.cmd.Process.Pid) - cpuBefore
 	close(stopMarkers)
+	// The last marker is queryable once everything sent before it is
+	// written: the time to it is what the whole load took end to end.
+	var drained time.Duration
+	if !nop {
+		work <- batch{body: spanBatch(&seq, 1, time.Now(), "last")}
+		var ok bool
+		drained, ok = waitQueryable(client, child.ep.api, "last", start, 10*time.Minute)
+		require.True(t, ok, "the last marker never became queryable")
+	}
 	markers.Wait()
 	close(work)
 	wg.Wait()
 
 	spans := float64(loadAcked.Load()) * flowsPerBatch * spansPerFlow
-	t.Logf("pipeline %s, target %d spans/s for %s: sent %d load batches; acked %d, refused %d batches (markers included); accepted %.0f spans/s",
-		map[bool]string{true: "nop", false: "flowtrace"}[nop], rate, duration, sent.Load(), acked.Load(), refused.Load(), spans/elapsed.Seconds())
+	t.Logf("pipeline %s, target %d spans/s for %s: sent %d load batches; acked %d, refused %d batches (markers included); accepted %.0f spans/s, using %.2f cores",
+		map[bool]string{true: "nop", false: "flowtrace"}[nop], rate, duration, sent.Load(), acked.Load(), refused.Load(), spans/elapsed.Seconds(), cpu/elapsed.Seconds())
+	if !nop {
+		t.Logf("all of it queryable after %s: %.0f spans/s end to end", drained.Round(time.Millisecond), spans/drained.Seconds())
+	}
 	if len(latencies) > 0 {
 		slices.Sort(latencies)
 		p := func(q float64) time.Duration { return latencies[int(q*float64(len(latencies)-1))] }
@@ -259,10 +265,38 @@ service:
 			t.Logf("flowtrace memory: %s", strings.Join(strings.Fields(line), " "))
 		}
 	}
-	cpu, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child.cmd.Process.Pid))
+}
+
+// waitQueryable polls the API until marker's flow is queryable with both
+// hops, and returns the time since sentAt; false after limit.
+func waitQueryable(client *http.Client, api, marker string, sentAt time.Time, limit time.Duration) (time.Duration, bool) {
+	for time.Since(sentAt) < limit {
+		resp, err := client.Get("http://" + api + "/api/flows?" + url.Values{"key": {"invoices-" + marker}}.Encode())
+		if err == nil {
+			var page struct {
+				Flows []struct {
+					HopCount int `json:"hop_count"`
+				} `json:"flows"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&page)
+			resp.Body.Close()
+			if len(page.Flows) == 1 && page.Flows[0].HopCount == 2 {
+				return time.Since(sentAt), true
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, false
+}
+
+// cpuSeconds is the user and system CPU time process pid has used.
+func cpuSeconds(t *testing.T, pid int) float64 {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	require.NoError(t, err)
-	fields := strings.Fields(string(cpu))
-	utime, _ := strconv.ParseFloat(fields[13], 64)
-	stime, _ := strconv.ParseFloat(fields[14], 64)
-	t.Logf("flowtrace CPU: %.1f s user+system over %.1f s (clock ticks at 100 Hz)", (utime+stime)/100, elapsed.Seconds())
+	// The command name, in parentheses, may hold spaces: count from after it.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // clock ticks at 100 Hz
 }

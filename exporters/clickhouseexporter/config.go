@@ -49,5 +49,8 @@ func (c *Config) Validate() error {
 	if err := c.Spans.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("spans: %w", err))
 	}
+	if queue := c.QueueConfig.Get(); queue != nil && queue.Batch.HasValue() && queue.Batch.Get().Sizer != exporterhelper.RequestSizerTypeItems {
+		errs = append(errs, fmt.Errorf("sending_queue::batch::sizer: batches are sized in items (rows), not %s", queue.Batch.Get().Sizer.String()))
+	}
 	return errors.Join(errs...)
 }

@@ -47,4 +47,5 @@ func TestConfigs(t *testing.T) {
 	assert.Equal(t, 10*time.Minute, custom.BackOffConfig.MaxElapsedTime)
 
 	require.ErrorContains(t, confmap.Validate(loadConfig(t, "bad")), "backend: must not be empty")
+	require.ErrorContains(t, confmap.Validate(loadConfig(t, "bytes")), "sending_queue::batch::sizer: batches are sized in items (rows), not bytes")
 }

@@ -2,11 +2,13 @@ package clickhouseexporter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -57,31 +59,27 @@ func (e *chExporter) start(_ context.Context, host component.Host) error {
 	return nil
 }
 
-// pushTraces writes messaging spans as events; other spans are skipped.
-func (e *chExporter) pushTraces(ctx context.Context, td ptrace.Traces) error {
+// eventRows reads messaging spans into events; other spans are skipped.
+// Attributes of the wrong type are read as absent, and counted.
+func (e *chExporter) eventRows(ctx context.Context, td ptrace.Traces) (*rows, []error) {
 	conv := e.converters.Get().(*spanevent.Converter)
 	defer e.converters.Put(conv)
-	events := make([]model.Event, 0, td.SpanCount())
+	r := &rows{events: make([]model.Event, 0, td.SpanCount())}
 	stats := conv.Convert(td, func(ev *model.Event) {
 		copied := *ev
 		copied.Links = append([]model.SpanRef(nil), ev.Links...)
 		copied.Keys = append([]model.Key(nil), ev.Keys...)
-		events = append(events, copied)
+		r.events = append(r.events, copied)
 	})
 	if stats.Malformed > 0 {
 		e.rejected.Add(ctx, int64(stats.Malformed))
 	}
-	if len(events) == 0 {
-		return nil
-	}
-	return e.store.WriteEvents(ctx, events)
+	return r, nil
 }
 
-// pushLogs writes hop and flow records. A malformed record is refused for
-// good (a permanent error, counted); the well-formed ones are written.
-func (e *chExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
-	var hops []model.Hop
-	var flows []model.Flow
+// recordRows reads hop and flow records; malformed ones are returned apart.
+func (e *chExporter) recordRows(_ context.Context, ld plog.Logs) (*rows, []error) {
+	r := &rows{}
 	var bad []error
 	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
@@ -89,51 +87,84 @@ func (e *chExporter) pushLogs(ctx context.Context, ld plog.Logs) error {
 		for j := 0; j < sls.Len(); j++ {
 			lrs := sls.At(j).LogRecords()
 			for k := 0; k < lrs.Len(); k++ {
-				r := lrs.At(k)
-				switch records.Type(r) {
+				lr := lrs.At(k)
+				switch records.Type(lr) {
 				case records.TypeHop:
-					h, err := records.DecodeHop(r)
+					h, err := records.DecodeHop(lr)
 					if err != nil {
 						bad = append(bad, err)
 						continue
 					}
-					hops = append(hops, h)
+					r.hops = append(r.hops, h)
 				case records.TypeFlow:
-					f, err := records.DecodeFlow(r)
+					f, err := records.DecodeFlow(lr)
 					if err != nil {
 						bad = append(bad, err)
 						continue
 					}
-					flows = append(flows, f)
+					r.flows = append(r.flows, f)
 				default:
 					bad = append(bad, records.ErrNotARecord)
 				}
 			}
 		}
 	}
-	if len(hops) > 0 {
-		if err := e.store.WriteHops(ctx, hops); err != nil {
+	return r, bad
+}
+
+// backlogRows reads the flowtrace.backlog.* metrics into samples; other
+// metrics are skipped, malformed points returned apart.
+func (e *chExporter) backlogRows(_ context.Context, md pmetric.Metrics) (*rows, []error) {
+	samples, bad := backlogSamples(md)
+	return &rows{backlog: samples}, bad
+}
+
+// push writes a batch of rows. A retried batch rewrites what an earlier
+// attempt wrote; storage drops the repeated blocks.
+func (e *chExporter) push(ctx context.Context, req xexporterhelper.Request) error {
+	r := req.(*rows)
+	if len(r.events) > 0 {
+		if err := e.store.WriteEvents(ctx, r.events); err != nil {
 			return err
 		}
 	}
-	if len(flows) > 0 {
-		if err := e.store.WriteFlows(ctx, flows); err != nil {
+	if len(r.hops) > 0 {
+		if err := e.store.WriteHops(ctx, r.hops); err != nil {
 			return err
+		}
+	}
+	if len(r.flows) > 0 {
+		if err := e.store.WriteFlows(ctx, r.flows); err != nil {
+			return err
+		}
+	}
+	if len(r.backlog) > 0 {
+		return e.store.WriteBacklog(ctx, r.backlog)
+	}
+	return nil
+}
+
+// enqueue hands rows to the sending queue through consume, which passes
+// them in the context to queued; nothing is queued for no rows. Malformed
+// items are refused once the rest is queued.
+func (e *chExporter) enqueue(ctx context.Context, r *rows, bad []error, consume func(context.Context) error) error {
+	if r.ItemsCount() > 0 {
+		if err := consume(context.WithValue(ctx, rowsKey{}, r)); err != nil {
+			return err // retryable or not, as the queue says; the client sends all again
 		}
 	}
 	return e.refuse(ctx, bad)
 }
 
-// pushMetrics writes backlog samples from the flowtrace.backlog.* metrics;
-// other metrics are skipped.
-func (e *chExporter) pushMetrics(ctx context.Context, md pmetric.Metrics) error {
-	samples, bad := backlogSamples(md)
-	if len(samples) > 0 {
-		if err := e.store.WriteBacklog(ctx, samples); err != nil {
-			return err
-		}
+type rowsKey struct{}
+
+// queued is the exporter helper's converter: the rows enqueue read.
+func queued[T any](ctx context.Context, _ T) (xexporterhelper.Request, error) {
+	r, ok := ctx.Value(rowsKey{}).(*rows)
+	if !ok {
+		return nil, errors.New("clickhouse exporter: data reached the queue unread")
 	}
-	return e.refuse(ctx, bad)
+	return r, nil
 }
 
 // refuse counts malformed items and reports them as a permanent error, so

@@ -7,6 +7,10 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter/internal/metadata"
 )
@@ -22,14 +26,27 @@ func NewFactory() exporter.Factory {
 	)
 }
 
+// Each signal's exporter reads its data into rows before the sending queue,
+// which stores and batches rows; the push writes them.
+
 func options(cfg *Config, e *chExporter) []exporterhelper.Option {
 	return []exporterhelper.Option{
 		exporterhelper.WithStart(e.start),
 		exporterhelper.WithTimeout(cfg.TimeoutConfig),
-		exporterhelper.WithQueue(cfg.QueueConfig),
+		xexporterhelper.WithQueueBatch(cfg.QueueConfig, xexporterhelper.QueueBatchSettings{Encoding: rowsEncoding{}}),
 		exporterhelper.WithRetry(cfg.BackOffConfig),
 		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
 	}
+}
+
+type tracesExporter struct {
+	exporter.Traces
+	e *chExporter
+}
+
+func (x tracesExporter) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	r, bad := x.e.eventRows(ctx, td)
+	return x.e.enqueue(ctx, r, bad, func(ctx context.Context) error { return x.Traces.ConsumeTraces(ctx, td) })
 }
 
 func createTraces(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
@@ -38,7 +55,18 @@ func createTraces(ctx context.Context, set exporter.Settings, cfg component.Conf
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewTraces(ctx, set, cfg, e.pushTraces, options(c, e)...)
+	inner, err := xexporterhelper.NewTracesRequest(ctx, set, queued[ptrace.Traces], e.push, options(c, e)...)
+	return tracesExporter{Traces: inner, e: e}, err
+}
+
+type logsExporter struct {
+	exporter.Logs
+	e *chExporter
+}
+
+func (x logsExporter) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	r, bad := x.e.recordRows(ctx, ld)
+	return x.e.enqueue(ctx, r, bad, func(ctx context.Context) error { return x.Logs.ConsumeLogs(ctx, ld) })
 }
 
 func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
@@ -47,7 +75,18 @@ func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewLogs(ctx, set, cfg, e.pushLogs, options(c, e)...)
+	inner, err := xexporterhelper.NewLogsRequest(ctx, set, queued[plog.Logs], e.push, options(c, e)...)
+	return logsExporter{Logs: inner, e: e}, err
+}
+
+type metricsExporter struct {
+	exporter.Metrics
+	e *chExporter
+}
+
+func (x metricsExporter) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	r, bad := x.e.backlogRows(ctx, md)
+	return x.e.enqueue(ctx, r, bad, func(ctx context.Context) error { return x.Metrics.ConsumeMetrics(ctx, md) })
 }
 
 func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
@@ -56,5 +95,6 @@ func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Con
 	if err != nil {
 		return nil, err
 	}
-	return exporterhelper.NewMetrics(ctx, set, cfg, e.pushMetrics, options(c, e)...)
+	inner, err := xexporterhelper.NewMetricsRequest(ctx, set, queued[pmetric.Metrics], e.push, options(c, e)...)
+	return metricsExporter{Metrics: inner, e: e}, err
 }

@@ -1,5 +1,5 @@
-// Package modelcodec is a compact binary encoding of events, hops and
-// flows, for flowtrace's own files and queues (the correlator's write-ahead
+// Package modelcodec is a compact binary encoding of events, hops, flows
+// and backlog samples, for flowtrace's own files and queues (the correlator's write-ahead
 // log, the exporter's sending queue). Fields are written in declaration
 // order: strings and slices length-prefixed (uvarint), integers as varints,
 // times as Unix nanoseconds with 0 for the zero time. It has no version
@@ -10,6 +10,7 @@ package modelcodec
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/flowtrace/flowtrace/model"
@@ -107,6 +108,21 @@ func AppendFlow(buf []byte, f *model.Flow) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(f.CriticalPath)))
 	for _, id := range f.CriticalPath {
 		buf = AppendString(buf, id)
+	}
+	return buf
+}
+
+// AppendBacklogSample appends every field of b.
+func AppendBacklogSample(buf []byte, b *model.BacklogSample) []byte {
+	buf = appendTime(buf, b.Time)
+	for _, s := range []string{b.System, b.Broker, b.Destination, b.ConsumerGroup} {
+		buf = AppendString(buf, s)
+	}
+	for _, n := range []int64{b.Depth, b.Unacked, b.LagMessages, b.Consumers} {
+		buf = binary.AppendVarint(buf, n)
+	}
+	for _, f := range []float64{b.LagSeconds, b.PublishRate, b.DeliverRate} {
+		buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(f))
 	}
 	return buf
 }
@@ -263,6 +279,26 @@ func (d *Decoder) Hop(h *model.Hop) {
 	h.Outcome = model.HopOutcome(d.String())
 	h.Reason = d.String()
 	h.Counted = d.bool()
+}
+
+func (d *Decoder) float64() float64 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.buf) < 8 {
+		d.fail()
+		return 0
+	}
+	f := math.Float64frombits(binary.LittleEndian.Uint64(d.buf))
+	d.buf = d.buf[8:]
+	return f
+}
+
+// BacklogSample reads a backlog sample into b.
+func (d *Decoder) BacklogSample(b *model.BacklogSample) {
+	*b = model.BacklogSample{Time: d.time(), System: d.String(), Broker: d.String(), Destination: d.String(), ConsumerGroup: d.String()}
+	b.Depth, b.Unacked, b.LagMessages, b.Consumers = d.Varint(), d.Varint(), d.Varint(), d.Varint()
+	b.LagSeconds, b.PublishRate, b.DeliverRate = d.float64(), d.float64(), d.float64()
 }
 
 // Flow reads a flow into f.

@@ -41,6 +41,13 @@ func sampleFlow() model.Flow {
 	}
 }
 
+func sampleBacklog() model.BacklogSample {
+	return model.BacklogSample{
+		Time: t0, System: "kafka", Broker: "c1", Destination: "orders", ConsumerGroup: "billing", Depth: 12,
+		Unacked: -1, LagMessages: 40, LagSeconds: 3.5, Consumers: 2, PublishRate: 1e9, DeliverRate: 0.25,
+	}
+}
+
 // requireEveryFieldSet keeps the samples complete: a field added to the
 // model and not to the codec fails the round trip below.
 func requireEveryFieldSet(t *testing.T, v any) {
@@ -52,14 +59,15 @@ func requireEveryFieldSet(t *testing.T, v any) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	e, h, f := sampleEvent(), sampleHop(), sampleFlow()
-	for _, v := range []any{e, h, f} {
+	e, h, f, b := sampleEvent(), sampleHop(), sampleFlow(), sampleBacklog()
+	for _, v := range []any{e, h, f, b} {
 		requireEveryFieldSet(t, v)
 	}
 	var buf []byte
 	buf = AppendEvent(buf, &e)
 	buf = AppendHop(buf, &h)
 	buf = AppendFlow(buf, &f)
+	buf = AppendBacklogSample(buf, &b)
 	empty := model.Event{}
 	buf = AppendEvent(buf, &empty)
 	buf = AppendString(buf, "tail")
@@ -68,15 +76,18 @@ func TestRoundTrip(t *testing.T) {
 	var e2, empty2 model.Event
 	var h2 model.Hop
 	var f2 model.Flow
+	var b2 model.BacklogSample
 	d.Event(&e2)
 	d.Hop(&h2)
 	d.Flow(&f2)
+	d.BacklogSample(&b2)
 	d.Event(&empty2)
 	tail := d.String()
 	require.NoError(t, d.Err())
 	assert.Equal(t, e, e2)
 	assert.Equal(t, h, h2)
 	assert.Equal(t, f, f2)
+	assert.Equal(t, b, b2)
 	assert.Equal(t, empty, empty2, "zero times and nil slices stay zero")
 	assert.Equal(t, "tail", tail)
 	assert.Zero(t, d.Len())
@@ -106,6 +117,8 @@ func FuzzDecode(f *testing.F) {
 		var ev model.Event
 		var hop model.Hop
 		var flow model.Flow
+		var sample model.BacklogSample
+		NewDecoder(b).BacklogSample(&sample)
 		NewDecoder(b).Event(&ev)
 		NewDecoder(b).Hop(&hop)
 		NewDecoder(b).Flow(&flow)
