@@ -28,7 +28,8 @@ import (
 //
 // (with CHDB_LIB_PATH set, as make does). FLOWTRACE_LOAD_PIPELINE=nop runs
 // the same binary and workload through a plain OTLP → batch → nop pipeline,
-// for the overhead ratio; FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
+// for the overhead ratio; FLOWTRACE_LOAD_DATA_DIR=/dev/shm puts the data
+// directory there; FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
 // loaded process's pprof there. Results go to the test log;
 // docs/BENCHMARKS.md has the figures.
 
@@ -105,6 +106,12 @@ func TestEndToEndLoad(t *testing.T) {
 	}
 	nop := os.Getenv("FLOWTRACE_LOAD_PIPELINE") == "nop"
 	dataDir := t.TempDir()
+	if parent := os.Getenv("FLOWTRACE_LOAD_DATA_DIR"); parent != "" { // e.g. on tmpfs, to leave the disk out
+		var err error
+		dataDir, err = os.MkdirTemp(parent, "flowtrace-load-")
+		require.NoError(t, err)
+		t.Cleanup(func() { os.RemoveAll(dataDir) })
+	}
 	ports := freePorts(t, 9)
 	var extra []string
 	if nop {
