@@ -67,20 +67,39 @@ type hopSnapshot struct {
 	Deliver, Settle, Processing int64
 }
 
-// Checkpoint writes the engine's state. Call it from the goroutine that owns
-// the engine.
-func (e *Engine) Checkpoint(w io.Writer) error {
+// Snapshot is an engine's state at one moment, detached from the engine: it
+// can be encoded while the engine goes on.
+type Snapshot interface {
+	// Encode writes the snapshot in the checkpoint format Restore reads.
+	Encode(w io.Writer) error
+}
+
+type engineSnapshot struct{ snap snapshot }
+
+func (s *engineSnapshot) Encode(w io.Writer) error {
+	if err := gob.NewEncoder(w).Encode(&s.snap); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	return nil
+}
+
+// Snapshot copies the engine's state. Call it from the goroutine that owns
+// the engine; encoding the copy can happen anywhere, later.
+func (e *Engine) Snapshot() Snapshot {
 	aliases := e.aliasesByMessage()
-	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names, Stats: e.stats}
+	// Symbols only ever grow, so the table as it is now stays valid.
+	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names[:len(e.syms.names):len(e.syms.names)], Stats: e.stats}
 	for state := flowActive; state < flowReleased; state++ {
 		for f := e.lists[state].head; f != nil; f = f.next {
 			snap.Flows = append(snap.Flows, e.snapshotFlow(f, aliases))
 		}
 	}
-	if err := gob.NewEncoder(w).Encode(&snap); err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
-	}
-	return nil
+	return &engineSnapshot{snap: snap}
+}
+
+// Checkpoint writes the engine's state: Snapshot, then Encode.
+func (e *Engine) Checkpoint(w io.Writer) error {
+	return e.Snapshot().Encode(w)
 }
 
 // aliasesByMessage inverts the identity index for the live messages.

@@ -241,23 +241,36 @@ type shardedSnapshot struct {
 	Workers [][]byte
 }
 
-// Checkpoint writes every worker's state.
-func (s *Sharded) Checkpoint(w io.Writer) error {
-	s.sendAll()
-	snap := shardedSnapshot{Format: checkpointFormat, Workers: make([][]byte, len(s.workers))}
-	errs := make([]error, len(s.workers))
-	s.each(func(i int, e *Engine) {
+// shardedSnapshots are every worker's snapshot, taken at one moment.
+type shardedSnapshots []Snapshot
+
+func (parts shardedSnapshots) Encode(w io.Writer) error {
+	snap := shardedSnapshot{Format: checkpointFormat, Workers: make([][]byte, len(parts))}
+	for i, part := range parts {
 		var buf bytes.Buffer
-		errs[i] = e.Checkpoint(&buf)
+		if err := part.Encode(&buf); err != nil {
+			return err
+		}
 		snap.Workers[i] = buf.Bytes()
-	})
-	if err := errors.Join(errs...); err != nil {
-		return err
 	}
 	if err := gob.NewEncoder(w).Encode(&snap); err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	return nil
+}
+
+// Snapshot copies every worker's state, once each has taken the events sent
+// before.
+func (s *Sharded) Snapshot() Snapshot {
+	s.sendAll()
+	parts := make(shardedSnapshots, len(s.workers))
+	s.each(func(i int, e *Engine) { parts[i] = e.Snapshot() })
+	return parts
+}
+
+// Checkpoint writes every worker's state: Snapshot, then Encode.
+func (s *Sharded) Checkpoint(w io.Writer) error {
+	return s.Snapshot().Encode(w)
 }
 
 // Restore loads a checkpoint written with the same number of workers into

@@ -29,7 +29,8 @@ import (
 // (with CHDB_LIB_PATH set, as make does). FLOWTRACE_LOAD_PIPELINE=nop runs
 // the same binary and workload through a plain OTLP → batch → nop pipeline,
 // for the overhead ratio; FLOWTRACE_LOAD_DATA_DIR=/dev/shm puts the data
-// directory there; FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
+// directory there; FLOWTRACE_LOAD_TRACE=1 logs every marker's latency;
+// FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
 // loaded process's pprof there. Results go to the test log;
 // docs/BENCHMARKS.md has the figures.
 
@@ -142,6 +143,13 @@ service:
 `, ports[1], ports[5])), 0o600))
 		extra = []string{"--config=file:" + cfg}
 	}
+	if !nop {
+		// Flows go quiet, finish and are released within the run, as in a
+		// steady state: the default ten minutes of flow_idle and retain would
+		// keep every flow of the run in memory.
+		extra = append(extra, "--set=connectors.correlator.stuck_after=5s",
+			"--set=connectors.correlator.flow_idle=5s", "--set=connectors.correlator.retain=5s")
+	}
 	if endpoint := os.Getenv("FLOWTRACE_LOAD_PPROF"); endpoint != "" && !nop {
 		// Profiles of the loaded process: go tool pprof http://<endpoint>/debug/pprof/profile
 		extra = append(extra, "--set=extensions.pprof.endpoint="+endpoint,
@@ -188,6 +196,7 @@ service:
 		}()
 	}
 
+	loadStart := time.Now()
 	// Markers: one flow every 250 ms, timed from send to queryable. They are
 	// written in the order sent, so one poller waits for each in turn: the
 	// probe costs one query at a time, however far behind flowtrace falls.
@@ -222,6 +231,9 @@ service:
 			for m := range sentMarkers {
 				if latency, ok := waitQueryable(client, child.ep.api, m.name, m.sentAt, 10*time.Minute); ok {
 					latencies = append(latencies, latency)
+					if os.Getenv("FLOWTRACE_LOAD_TRACE") != "" {
+						t.Logf("marker %s sent at +%.1fs: %s", m.name, m.sentAt.Sub(loadStart).Seconds(), latency)
+					}
 				}
 			}
 		}()

@@ -2,7 +2,6 @@ package correlatorconnector
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/flowtrace/flowtrace/correlator"
 	"github.com/flowtrace/flowtrace/correlator/correlatorconnector/internal/wal"
 	"github.com/flowtrace/flowtrace/model"
 )
@@ -119,29 +119,35 @@ func (c *core) checkpoint() error {
 
 	// Under the lock, the snapshot and the log agree: every event appended
 	// so far is in the snapshot, every later one in the next segment. The
-	// snapshot goes to memory; the disk is written after, outside the lock,
-	// so spans keep flowing meanwhile.
-	snapshot := bytes.NewBuffer(make([]byte, 0, c.lastCheckpointSize))
+	// snapshot is a copy; it is encoded and written after, outside the
+	// lock, so spans keep flowing meanwhile.
 	c.mu.Lock()
 	next, err := c.wal.Rotate()
+	var snap correlator.Snapshot
 	if err == nil {
-		var header [8]byte
-		binary.LittleEndian.PutUint64(header[:], next)
-		snapshot.Write(header[:])
-		err = c.engine.Checkpoint(snapshot)
+		snap = c.engine.Snapshot()
 	}
 	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	c.lastCheckpointSize = snapshot.Len()
+	copied := time.Since(started)
 
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	_, err = snapshot.WriteTo(tmp)
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	var header [8]byte
+	binary.LittleEndian.PutUint64(header[:], next)
+	_, err = w.Write(header[:])
+	if err == nil {
+		err = snap.Encode(w)
+	}
+	if err == nil {
+		err = w.Flush()
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -160,7 +166,8 @@ func (c *core) checkpoint() error {
 	if err := c.wal.Remove(next); err != nil {
 		return fmt.Errorf("checkpoint: drop covered log segments: %w", err)
 	}
-	c.logger.Debug("Correlator checkpoint written", zap.String("path", path), zap.Duration("took", time.Since(started)))
+	c.logger.Debug("Correlator checkpoint written", zap.String("path", path),
+		zap.Duration("engine_locked", copied), zap.Duration("took", time.Since(started)))
 	return nil
 }
 

@@ -45,8 +45,6 @@ type core struct {
 	sendMu sync.Mutex
 	unsent unsentRecords
 
-	lastCheckpointSize int // bytes, to size the next snapshot's buffer
-
 	lifecycle sync.Mutex
 	routes    int    // routes created and not yet shut down
 	release   func() // forgets the core once its last route shuts down
@@ -118,7 +116,7 @@ type engine interface {
 	Advance(now time.Time)
 	Flush() correlator.Changes
 	Stats() correlator.Stats
-	Checkpoint(w io.Writer) error
+	Snapshot() correlator.Snapshot
 	Restore(r io.Reader) error
 }
 

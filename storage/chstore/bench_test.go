@@ -3,6 +3,7 @@ package chstore_test
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,4 +74,84 @@ func BenchmarkWriteEvents(b *testing.B) {
 			b.ReportMetric(float64(size)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// BenchmarkWriteSecond writes what one second of the end-to-end load test
+// stores at 40,000 spans/s (two-hop flows, six spans each): the events, a
+// version of each hop and of each flow, with their keys. It reports the CPU
+// the whole process spent (ClickHouse's threads included) and the time spent
+// writing each table, per span. Run on one core, merges included, with:
+//
+//	taskset -c 0 go test -run '^$' -bench WriteSecond -cpu 1 -benchtime 30x ./storage/chstore
+func BenchmarkWriteSecond(b *testing.B) {
+	const spans = 40_000
+	schema := chstore.Schema{Database: "bench_second"}
+	st, err := chstore.New(engine, schema)
+	require.NoError(b, err)
+	require.NoError(b, st.Migrate(context.Background()))
+	b.Cleanup(func() { _ = engine.Exec(context.Background(), "DROP DATABASE IF EXISTS "+schema.Database, nil) })
+	type second struct {
+		events []model.Event
+		hops   []model.Hop
+		flows  []model.Flow
+	}
+	seconds := make([]second, b.N)
+	for i := range seconds {
+		seconds[i].events = benchEvents(spans, i)
+		seconds[i].hops, seconds[i].flows = benchFlows(spans/6, i)
+	}
+	tables := map[string]time.Duration{}
+	timed := func(table string, write func() error) {
+		start := time.Now()
+		if err := write(); err != nil {
+			b.Fatal(err)
+		}
+		tables[table] += time.Since(start)
+	}
+	cpu := processCPU(b)
+	b.ResetTimer()
+	for _, s := range seconds {
+		timed("events", func() error { return st.WriteEvents(context.Background(), s.events) })
+		timed("hops", func() error { return st.WriteHops(context.Background(), s.hops) })
+		timed("flows", func() error { return st.WriteFlows(context.Background(), s.flows) })
+	}
+	b.StopTimer()
+	perSpan := func(d time.Duration) float64 { return d.Seconds() / float64(b.N*spans) * 1e6 }
+	b.ReportMetric(perSpan(processCPU(b)-cpu), "cpu-µs/span")
+	for table, d := range tables {
+		b.ReportMetric(perSpan(d), "µs/span-"+table)
+	}
+}
+
+// benchFlows makes n two-hop flows, a version each, of second i.
+func benchFlows(n, i int) ([]model.Hop, []model.Flow) {
+	at := t0.Add(time.Duration(i) * time.Second)
+	hops := make([]model.Hop, 0, 2*n)
+	flows := make([]model.Flow, 0, n)
+	for f := range n {
+		id := fmt.Sprintf("%d-%d", i, f)
+		trace := fmt.Sprintf("%032x", i*n+f)
+		for h, dest := range []string{"orders", "invoices"} {
+			hops = append(hops, model.Hop{
+				FlowID: "f" + id, HopID: fmt.Sprintf("h%s-%d", id, h), Version: 1, FirstSeen: at, System: "kafka",
+				Producer: "checkout", Destination: dest, Consumer: "billing", ConsumerGroup: "billing",
+				MessageID: dest + "-" + id, TraceID: trace, PublishTime: at, DeliverTime: at,
+				SettleTime: at, QueueWait: time.Millisecond, Processing: 2 * time.Millisecond, Attempts: 1,
+				Outcome: model.HopAcked, Counted: true,
+			})
+		}
+		flows = append(flows, model.Flow{
+			ID: "f" + id, Version: 1, FirstSeen: at, Name: "checkout orders", Status: model.FlowRunning,
+			Start: at, End: at, HopCount: 2, Keys: []model.Key{{Kind: "trace_id", Value: trace},
+				{Kind: "message_id", Value: "orders-" + id}, {Kind: "message_id", Value: "invoices-" + id}},
+		})
+	}
+	return hops, flows
+}
+
+// processCPU is the CPU time the whole process has used, every thread.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
