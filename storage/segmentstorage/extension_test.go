@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/extension/extensiontest"
 	"go.opentelemetry.io/collector/extension/xextension/storage"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
 	"github.com/flowtrace/flowtrace/storage/segmentstorage/internal/metadata"
@@ -97,6 +99,54 @@ func TestClientsKeepTheirDataAcrossRestarts(t *testing.T) {
 	c, err := ext.GetClient(ctx, component.KindReceiver, component.MustNewID("otlp"), "")
 	require.NoError(t, err)
 	require.ErrorIs(t, c.Set(canceled, "k", nil), context.Canceled)
+}
+
+// TestDamagedRecordsAreCounted: records a crash tore are cut off at start,
+// logged and counted in flowtrace.segment_storage.dropped, and the client
+// works on.
+func TestDamagedRecordsAreCounted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ext := start(t, dir)
+	c, err := ext.GetClient(ctx, component.KindExporter, exporterID, "logs")
+	require.NoError(t, err)
+	require.NoError(t, c.Set(ctx, "kept", []byte("v")))
+	require.NoError(t, c.Set(ctx, "torn", bytes.Repeat([]byte("x"), 100)))
+	require.NoError(t, ext.Shutdown(ctx))
+	segments, err := filepath.Glob(filepath.Join(dir, "exporter_clickhouse_main_logs", "*.seg"))
+	require.NoError(t, err)
+	require.Len(t, segments, 1)
+	info, err := os.Stat(segments[0])
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(segments[0], info.Size()-10))
+
+	tel := componenttest.NewTelemetry()
+	defer tel.Shutdown(ctx)
+	cfg := createDefaultConfig()
+	cfg.Directory = dir
+	set := extensiontest.NewNopSettings(metadata.Type)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	created, err := NewFactory().Create(ctx, set, cfg)
+	require.NoError(t, err)
+	ext = created.(storage.Extension)
+	defer func() { require.NoError(t, ext.Shutdown(ctx)) }()
+	c, err = ext.GetClient(ctx, component.KindExporter, exporterID, "logs")
+	require.NoError(t, err)
+	kept, err := c.Get(ctx, "kept")
+	require.NoError(t, err)
+	assert.Equal(t, []byte("v"), kept)
+	torn, err := c.Get(ctx, "torn")
+	require.NoError(t, err)
+	assert.Nil(t, torn)
+
+	m, err := tel.GetMetric("flowtrace.segment_storage.dropped")
+	require.NoError(t, err)
+	sum := m.Data.(metricdata.Sum[int64])
+	require.Len(t, sum.DataPoints, 1)
+	// What is left of the torn record: all past the first record (header,
+	// op, key length, key, value).
+	firstRecord := int64(8 + 1 + 1 + len("kept") + len("v"))
+	assert.Equal(t, info.Size()-10-firstRecord, sum.DataPoints[0].Value)
 }
 
 // BenchmarkQueueCycle is one sending-queue item's life, as exporterhelper's
