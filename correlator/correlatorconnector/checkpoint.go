@@ -50,17 +50,14 @@ func (c *core) restore() error {
 		log.Close()
 		return err
 	}
-	from, err := c.loadCheckpoint(path, &engine)
-	if err != nil {
-		log.Close()
-		closeEngine(engine)
-		return err
+	from, err := loadCheckpoint(path, engine)
+	replayed, bad := 0, 0
+	if err == nil {
+		bad, err = log.Replay(from, func(now time.Time, ev *model.Event) {
+			engine.Add(now, ev)
+			replayed++
+		})
 	}
-	replayed := 0
-	bad, err := log.Replay(from, func(now time.Time, ev *model.Event) {
-		engine.Add(now, ev)
-		replayed++
-	})
 	if err != nil {
 		log.Close()
 		closeEngine(engine)
@@ -79,9 +76,9 @@ func (c *core) restore() error {
 	return nil
 }
 
-// loadCheckpoint restores *engine from the checkpoint at path and returns
+// loadCheckpoint restores engine from the checkpoint at path and returns
 // the first log segment to replay; 0 (all) without a checkpoint.
-func (c *core) loadCheckpoint(path string, engine *engine) (uint64, error) {
+func loadCheckpoint(path string, engine engine) (uint64, error) {
 	file, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
@@ -94,7 +91,7 @@ func (c *core) loadCheckpoint(path string, engine *engine) (uint64, error) {
 	var header [8]byte
 	_, err = io.ReadFull(r, header[:])
 	if err == nil {
-		err = (*engine).Restore(r)
+		err = engine.Restore(r)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("correlator checkpoint %s is unreadable (%w); to start without the flows in flight, "+

@@ -185,9 +185,7 @@ func (c *core) stopTimers(ctx context.Context) error {
 	if n := len(c.unsent.hops) + len(c.unsent.flows); n > 0 {
 		// Not in the checkpoint: the flows' next changes would send them.
 		c.logger.Error("Hop and flow records still refused at shutdown are lost", zap.Int("records", n))
-		c.mu.Lock()
-		c.agg.recordsDropped += uint64(n)
-		c.mu.Unlock()
+		c.countDropped(uint64(n))
 	}
 	c.sendMu.Unlock()
 	if c.wal != nil {
@@ -296,6 +294,13 @@ func (c *core) tick(ctx context.Context, now time.Time) error {
 	return c.sendRecords(ctx, changes, now)
 }
 
+// countDropped adds to flowtrace.correlator.records_dropped.
+func (c *core) countDropped(n uint64) {
+	c.mu.Lock()
+	c.agg.recordsDropped += n
+	c.mu.Unlock()
+}
+
 // sendRecords sends record versions, with any whose sending failed before.
 // What fails now waits for the next send.
 func (c *core) sendRecords(ctx context.Context, changes correlator.Changes, now time.Time) error {
@@ -323,9 +328,7 @@ func (c *core) sendRecords(ctx context.Context, changes correlator.Changes, now 
 		if dropped := c.unsent.add(changes); dropped > 0 {
 			c.logger.Error("Too many hop and flow records wait to be sent again; dropping new ones",
 				zap.Uint64("dropped", dropped), zap.Int("limit", maxUnsentRecords))
-			c.mu.Lock()
-			c.agg.recordsDropped += dropped
-			c.mu.Unlock()
+			c.countDropped(dropped)
 		}
 		return err
 	}
