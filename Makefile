@@ -31,8 +31,9 @@ CHDB_VERSION := 26.5.3
 CHDB_LIB := $(CACHE_DIR)/chdb/$(CHDB_VERSION)/libchdb.so
 
 # Debian packages the tests use: promtool (from prometheus) checks alert rules,
-# kcat is a foreign Kafka client, chromium drives the UI tests headless.
-DEB_PACKAGES := prometheus kcat chromium
+# kcat is a foreign Kafka client, python3-celery a foreign RabbitMQ client,
+# chromium drives the UI tests headless.
+DEB_PACKAGES := prometheus kcat python3-celery chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Linters are built per Go version: a linter built by an older Go cannot load

@@ -196,6 +196,20 @@ type EdgePoint struct {
 	EdgeStats
 }
 
+// Backlog metric names: the broker taps emit them as gauges, one point per
+// destination (and consumer group), with the attributes system, broker,
+// destination and consumer_group; the ClickHouse exporter stores them as
+// BacklogSamples. docs/METRICS.md documents them.
+const (
+	MetricBacklogDepth       = "flowtrace.backlog.depth"        // BacklogSample.Depth
+	MetricBacklogUnacked     = "flowtrace.backlog.unacked"      // BacklogSample.Unacked
+	MetricBacklogLag         = "flowtrace.backlog.lag"          // BacklogSample.LagMessages
+	MetricBacklogLagSeconds  = "flowtrace.backlog.lag_seconds"  // BacklogSample.LagSeconds
+	MetricBacklogConsumers   = "flowtrace.backlog.consumers"    // BacklogSample.Consumers
+	MetricBacklogPublishRate = "flowtrace.backlog.publish_rate" // BacklogSample.PublishRate
+	MetricBacklogDeliverRate = "flowtrace.backlog.deliver_rate" // BacklogSample.DeliverRate
+)
+
 // BacklogSample is broker-side state of one destination (and consumer group),
 // sampled at one time.
 type BacklogSample struct {

@@ -10,19 +10,6 @@ import (
 	"github.com/flowtrace/flowtrace/model"
 )
 
-// Backlog metric names: the broker taps emit them, one gauge point per
-// destination (and consumer group), with attributes system, broker,
-// destination and consumer_group. docs/METRICS.md documents them.
-const (
-	MetricDepth       = "flowtrace.backlog.depth"
-	MetricUnacked     = "flowtrace.backlog.unacked"
-	MetricLag         = "flowtrace.backlog.lag"
-	MetricLagSeconds  = "flowtrace.backlog.lag_seconds"
-	MetricConsumers   = "flowtrace.backlog.consumers"
-	MetricPublishRate = "flowtrace.backlog.publish_rate"
-	MetricDeliverRate = "flowtrace.backlog.deliver_rate"
-)
-
 // maxBacklogValue bounds a backlog value: counts must fit an int64 column.
 const maxBacklogValue float64 = 1 << 62
 
@@ -101,19 +88,19 @@ func backlogSamples(md pmetric.Metrics) ([]model.BacklogSample, []error) {
 
 func setter(name string) func(*model.BacklogSample, float64) {
 	switch name {
-	case MetricDepth:
+	case model.MetricBacklogDepth:
 		return func(s *model.BacklogSample, v float64) { s.Depth = int64(v) }
-	case MetricUnacked:
+	case model.MetricBacklogUnacked:
 		return func(s *model.BacklogSample, v float64) { s.Unacked = int64(v) }
-	case MetricLag:
+	case model.MetricBacklogLag:
 		return func(s *model.BacklogSample, v float64) { s.LagMessages = int64(v) }
-	case MetricLagSeconds:
+	case model.MetricBacklogLagSeconds:
 		return func(s *model.BacklogSample, v float64) { s.LagSeconds = v }
-	case MetricConsumers:
+	case model.MetricBacklogConsumers:
 		return func(s *model.BacklogSample, v float64) { s.Consumers = int64(v) }
-	case MetricPublishRate:
+	case model.MetricBacklogPublishRate:
 		return func(s *model.BacklogSample, v float64) { s.PublishRate = v }
-	case MetricDeliverRate:
+	case model.MetricBacklogDeliverRate:
 		return func(s *model.BacklogSample, v float64) { s.DeliverRate = v }
 	}
 	return nil

@@ -175,17 +175,17 @@ func TestBacklogSamples(t *testing.T) {
 		require.NoError(t, p.Attributes().FromRaw(attrs))
 	}
 	dims := map[string]any{"system": "kafka", "broker": "c1", "destination": "orders", "consumer_group": "billing"}
-	gauge(MetricDepth, 12, dims)
-	gauge(MetricLag, 40, dims)
-	gauge(MetricLagSeconds, 3.5, dims)
+	gauge(model.MetricBacklogDepth, 12, dims)
+	gauge(model.MetricBacklogLag, 40, dims)
+	gauge(model.MetricBacklogLagSeconds, 3.5, dims)
 	gauge("process.cpu.time", 1, dims) // not backlog: skipped
-	gauge(MetricDepth, 1, map[string]any{"system": "kafka"})
+	gauge(model.MetricBacklogDepth, 1, map[string]any{"system": "kafka"})
 	other := map[string]any{"system": "kafka", "destination": "invoices"}
-	gauge(MetricLagSeconds, math.NaN(), other)
-	gauge(MetricLag, math.Inf(1), other)
-	gauge(MetricDepth, -3, other)
+	gauge(model.MetricBacklogLagSeconds, math.NaN(), other)
+	gauge(model.MetricBacklogLag, math.Inf(1), other)
+	gauge(model.MetricBacklogDepth, -3, other)
 	empty := ms.AppendEmpty()
-	empty.SetName(MetricConsumers)
+	empty.SetName(model.MetricBacklogConsumers)
 	require.NoError(t, empty.SetEmptyGauge().DataPoints().AppendEmpty().Attributes().FromRaw(other))
 
 	_, bad := backlogSamples(md)

@@ -1,0 +1,89 @@
+package tap
+
+import (
+	"time"
+
+	"github.com/flowtrace/flowtrace/model"
+)
+
+// Kind says what a broker did with a message.
+type Kind uint8
+
+// The kinds of Observation.
+const (
+	Publish    Kind = iota + 1 // the broker accepted the message
+	Deliver                    // the broker handed it to a consumer
+	Process                    // a consumer worked on it (Time and Duration known)
+	Settle                     // the consumer acked, nacked, rejected or terminated it
+	DeadLetter                 // it moved to a dead-letter destination
+	Expire                     // it expired before it was consumed
+)
+
+var kindNames = [...]string{Publish: "publish", Deliver: "deliver", Process: "process", Settle: "settle", DeadLetter: "dead_letter", Expire: "expire"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Outcomes of a Settle observation.
+const (
+	Ack    = "ack"
+	Nack   = "nack"
+	Reject = "reject"
+	Term   = "term"
+)
+
+// Observation is one thing a tap saw a broker do with one message. The
+// message is named by MessageID (the broker's own identity, or a
+// fingerprint of the message where it has none); the body is never part of
+// an observation.
+type Observation struct {
+	Kind Kind
+	Time time.Time
+	// Duration is the processing time of a Process observation.
+	Duration time.Duration
+
+	System      string // rabbitmq, kafka, nats, redis, celery, sidekiq
+	Destination string // exchange, topic, subject, stream or queue
+	Partition   string
+	MessageID   string
+	// ConsumerGroup is who received the message: a queue, a consumer group,
+	// a durable consumer. Empty on the publish side.
+	ConsumerGroup string
+	// Service is the service.name of the producer (publish) or consumer
+	// (otherwise), where the broker tells it; usually empty.
+	Service   string
+	Operation string // e.g. a task name
+	Attempt   int    // delivery attempt, 1 for the first; 0 when unknown
+	Outcome   string // Ack, Nack, Reject or Term, for Settle
+	// Inferred marks a settlement the tap inferred from what followed
+	// rather than saw.
+	Inferred bool
+	Reason   string // dead-letter reason
+	BodySize int64  // -1 or 0 when unknown
+
+	// Keys are flow keys: correlation ids, task ids, business keys.
+	Keys []model.Key
+	// TraceParent is the W3C traceparent that travelled with the message,
+	// if any: the tap's spans then join the application's trace.
+	TraceParent string
+	// Attrs are extra span attributes, e.g. an offset or a stream sequence.
+	Attrs []Attr
+}
+
+// Attr is one extra span attribute: a string or an integer.
+type Attr struct {
+	Key   string
+	Str   string
+	Int   int64
+	IsInt bool
+}
+
+// String is a string attribute.
+func String(key, value string) Attr { return Attr{Key: key, Str: value} }
+
+// Int is an integer attribute.
+func Int(key string, value int64) Attr { return Attr{Key: key, Int: value, IsInt: true} }
