@@ -70,6 +70,11 @@ type Observation struct {
 	// TraceParent is the W3C traceparent that travelled with the message,
 	// if any: the tap's spans then join the application's trace.
 	TraceParent string
+	// TraceKey, without a traceparent, names the trace the message belongs
+	// to, e.g. a Celery root task id: messages with the same TraceKey share
+	// a trace, so the correlator finds which hop each was published from.
+	// Empty: the message gets a trace of its own.
+	TraceKey string
 	// Attrs are extra span attributes, e.g. an offset or a stream sequence.
 	Attrs []Attr
 }

@@ -105,8 +105,12 @@ func (s *Spans) Add(o *Observation) error {
 		return ErrNoIdentity
 	}
 	ident := o.System + "\x00" + o.MessageID
-	if !ok {
-		traceID = messageTraceID(ident)
+	switch {
+	case ok:
+	case o.TraceKey != "":
+		traceID = derivedTraceID(o.System + "\x00trace\x00" + o.TraceKey)
+	default:
+		traceID = derivedTraceID(ident)
 	}
 
 	span := s.slice(o.Service).AppendEmpty()
@@ -205,9 +209,9 @@ func spanName(op, dest string) string {
 	return op + " " + dest
 }
 
-// messageTraceID is the trace a message without a traceparent gets: its
-// own, derived from its identity.
-func messageTraceID(ident string) pcommon.TraceID {
+// derivedTraceID is the trace a message without a traceparent gets,
+// derived from its identity or its TraceKey.
+func derivedTraceID(ident string) pcommon.TraceID {
 	var id pcommon.TraceID
 	binary.BigEndian.PutUint64(id[:8], xxhash.Sum64String(ident))
 	binary.BigEndian.PutUint64(id[8:], xxhash.Sum64String("trace\x00"+ident))
