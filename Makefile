@@ -48,7 +48,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: deps-deb $(CHDB_LIB) deps-go ## install what the tests need (Debian packages, libchdb.so, Go modules)
+deps: deps-deb deps-brokers $(CHDB_LIB) deps-go ## install what the tests need (Debian packages, brokers, libchdb.so, Go modules)
 
 .PHONY: deps-deb
 deps-deb:
@@ -61,6 +61,13 @@ deps-deb:
 		$(SUDO) apt-get update -qq; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
+
+# The broker taps' tests talk to the local RabbitMQ, NATS and Redis. Start any
+# that is installed but not listening; the RabbitMQ tap also needs the
+# management API.
+.PHONY: deps-brokers
+deps-brokers:
+	@scripts/local-brokers.sh
 
 $(CHDB_LIB):
 	@scripts/fetch-libchdb.sh $(CHDB_VERSION) $@
