@@ -302,7 +302,7 @@ func (c *core) countDropped(n uint64) {
 }
 
 // sendRecords sends record versions, with any whose sending failed before.
-// What fails now waits for the next send.
+// What fails now waits for the next send, unless it was refused for good.
 func (c *core) sendRecords(ctx context.Context, changes correlator.Changes, now time.Time) error {
 	if c.logs == nil {
 		return nil
@@ -325,6 +325,14 @@ func (c *core) sendRecords(ctx context.Context, changes correlator.Changes, now 
 		records.AppendFlow(logRecords, f, now)
 	}
 	if err := c.logs.ConsumeLogs(ctx, logs); err != nil {
+		if consumererror.IsPermanent(err) {
+			// Refused for good: sending them again would be refused again.
+			n := uint64(len(changes.Hops) + len(changes.Flows))
+			c.logger.Error("The next consumer refused hop and flow records for good; they are not sent again",
+				zap.Uint64("records", n), zap.Error(err))
+			c.countDropped(n)
+			return err
+		}
 		if dropped := c.unsent.add(changes); dropped > 0 {
 			c.logger.Error("Too many hop and flow records wait to be sent again; dropping new ones",
 				zap.Uint64("dropped", dropped), zap.Int("limit", maxUnsentRecords))

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/connector/connectortest"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -357,4 +358,56 @@ func TestCrashLosesNoAcknowledgedSpan(t *testing.T) {
 	hops, flows := decode(t, first.logsSink, second.logsSink)
 	report := flowsim.Score(w.Truth, hops, flows)
 	require.True(t, report.Exact(), report.String())
+}
+
+// permanentSink refuses its first batch for good and takes the rest.
+type permanentSink struct {
+	consumertest.LogsSink
+	mu      sync.Mutex
+	refused int // records in the refused batch
+}
+
+func (s *permanentSink) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	s.mu.Lock()
+	first := s.refused == 0
+	if first {
+		s.refused = ld.LogRecordCount()
+	}
+	s.mu.Unlock()
+	if first {
+		return consumererror.NewPermanent(errors.New("malformed records"))
+	}
+	return s.LogsSink.ConsumeLogs(ctx, ld)
+}
+
+// TestRecordsRefusedForGoodAreNotSentAgain: a permanent refusal would be
+// repeated, so those records are dropped at once, and counted.
+func TestRecordsRefusedForGoodAreNotSentAgain(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 17})
+	batches := w.Spans(50)
+	sink := new(permanentSink)
+	logs, err := NewFactory().CreateTracesToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), simConfig(), sink)
+	require.NoError(t, err)
+	c := logs.(*route).core
+	clock := &simClock{now: batches[0].Arrival}
+	c.clock = clock.get
+	require.NoError(t, logs.Start(context.Background(), componenttest.NewNopHost()))
+	for _, b := range batches {
+		clock.set(b.Arrival)
+		_ = c.tick(context.Background(), b.Arrival)
+		require.NoError(t, logs.ConsumeTraces(context.Background(), b.Traces))
+	}
+	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+	require.NoError(t, logs.Shutdown(context.Background()))
+
+	require.Positive(t, sink.refused)
+	c.mu.Lock()
+	dropped := c.agg.recordsDropped
+	c.mu.Unlock()
+	assert.Equal(t, uint64(sink.refused), dropped)
+	assert.Len(t, c.unsent.hops, 0)
+	assert.Len(t, c.unsent.flows, 0)
+	hops, flows := decode(t, &sink.LogsSink)
+	report := flowsim.Score(w.Truth, hops, flows)
+	assert.False(t, report.Exact(), "the refused records are missing")
 }

@@ -216,7 +216,7 @@ func (a *aggregator) build(now time.Time, stats correlator.Stats) pmetric.Metric
 	a.sumPoint(malformed, ts, a.malformed)
 	folded := newSum(metrics, "flowtrace.correlator.folded_label_values", "{value}", "Metric label values folded into \"other\" by max_label_values.")
 	a.sumPoint(folded, ts, a.labels.folded)
-	dropped := newSum(metrics, "flowtrace.correlator.records_dropped", "{record}", "Hop and flow records dropped while the next consumer refused them for too long.")
+	dropped := newSum(metrics, "flowtrace.correlator.records_dropped", "{record}", "Hop and flow records dropped: the next consumer refused them for good, or for too long.")
 	a.sumPoint(dropped, ts, a.recordsDropped)
 	return md
 }
