@@ -38,15 +38,19 @@ type Connected func()
 // connected once it is working, and returns when the connection is lost.
 // Between attempts Run waits with backoff; when a session that had been
 // working is lost, the time until the next one works is counted as a gap
-// (Telemetry.Gap). Run returns when ctx is done.
+// (Telemetry.Gap). Until the first session works, the time is not a gap,
+// but the tap does not count as connected either. Run returns when ctx is
+// done.
 func Run(ctx context.Context, logger *zap.Logger, tel *Telemetry, b Backoff, session func(context.Context, Connected) error) {
 	wait := b.Initial
 	var lostAt time.Time
 	var cause error
+	tel.Connected(ctx, false)
 	for ctx.Err() == nil {
 		working := false
 		err := session(ctx, func() {
 			working = true
+			tel.Connected(ctx, true)
 			wait = b.Initial
 			if !lostAt.IsZero() {
 				tel.Gap(ctx, time.Since(lostAt), cause)
@@ -56,12 +60,15 @@ func Run(ctx context.Context, logger *zap.Logger, tel *Telemetry, b Backoff, ses
 		if ctx.Err() != nil {
 			return
 		}
-		if working || lostAt.IsZero() {
+		if working {
+			tel.Connected(ctx, false)
 			lostAt = time.Now()
 			cause = err
 			logger.Warn("tap lost its broker; reconnecting", zap.Error(err))
+		} else if wait == b.Initial {
+			logger.Warn("tap cannot reach its broker; retrying with backoff", zap.Error(err))
 		} else {
-			logger.Debug("tap could not reconnect", zap.Error(err), zap.Duration("retry_in", wait))
+			logger.Debug("tap could not connect", zap.Error(err), zap.Duration("retry_in", wait))
 		}
 		select {
 		case <-ctx.Done():

@@ -55,6 +55,12 @@ func TestRunCountsGaps(t *testing.T) {
 	seconds := m.Data.(metricdata.Sum[float64])
 	require.Len(t, seconds.DataPoints, 1)
 	assert.Greater(t, seconds.DataPoints[0].Value, 0.0)
+
+	m, err = tel.GetMetric("flowtrace.tap.connected")
+	require.NoError(t, err)
+	connected := m.Data.(metricdata.Gauge[int64])
+	require.Len(t, connected.DataPoints, 1)
+	assert.Equal(t, int64(1), connected.DataPoints[0].Value, "connected at the end")
 }
 
 func TestBackoffValidate(t *testing.T) {

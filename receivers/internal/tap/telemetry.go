@@ -18,6 +18,7 @@ import (
 //	flowtrace.tap.gaps           times the tap lost its broker connection
 //	flowtrace.tap.gap_seconds    how long it was away, in all
 //	flowtrace.tap.observations   observations turned into spans
+//	flowtrace.tap.connected      1 while the tap has its broker, else 0
 type Telemetry struct {
 	logger       *zap.Logger
 	tap          attribute.KeyValue
@@ -25,6 +26,7 @@ type Telemetry struct {
 	gaps         metric.Int64Counter
 	gapSeconds   metric.Float64Counter
 	observations metric.Int64Counter
+	connected    metric.Int64Gauge
 }
 
 // NewTelemetry creates the counters of the named tap.
@@ -48,7 +50,20 @@ func NewTelemetry(set component.TelemetrySettings, tap, scope string) (*Telemetr
 		metric.WithDescription("Broker observations the tap turned into spans."), metric.WithUnit("{observation}")); err != nil {
 		return nil, err
 	}
+	if t.connected, err = meter.Int64Gauge("flowtrace.tap.connected",
+		metric.WithDescription("1 while the tap is connected to its broker, else 0.")); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+// Connected records whether the tap has its broker.
+func (t *Telemetry) Connected(ctx context.Context, up bool) {
+	var v int64
+	if up {
+		v = 1
+	}
+	t.connected.Record(ctx, v, metric.WithAttributes(t.tap))
 }
 
 // DecodeError counts one thing the tap could not read. reason is a short
