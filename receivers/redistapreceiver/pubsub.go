@@ -1,0 +1,71 @@
+package redistapreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+// pubsubBatch bounds the messages gathered into one batch of spans, and
+// pubsubLinger how long the first of them waits for more.
+const (
+	pubsubBatch  = 1000
+	pubsubLinger = 200 * time.Millisecond
+)
+
+// runPubSub reports every message published on a channel matching the
+// patterns. Pub/sub messages are fire-and-forget with opaque payloads: no
+// id, no headers, no acknowledgement. Each gets the id
+// "<channel>/<run>.<sequence>", unique to this run of the tap.
+func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
+	var batch []tap.Observation
+	deadline := time.Time{}
+	for {
+		timeout := pubsubLinger
+		if len(batch) > 0 {
+			timeout = max(time.Until(deadline), time.Millisecond)
+		}
+		msg, err := ps.ReceiveTimeout(ctx, timeout)
+		var netErr interface{ Timeout() bool }
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			t.send(context.WithoutCancel(ctx), batch)
+			return ctx.Err()
+		case errors.As(err, &netErr) && netErr.Timeout():
+			t.send(ctx, batch)
+			batch = batch[:0]
+			continue
+		default:
+			t.send(ctx, batch)
+			return fmt.Errorf("pubsub: %w", err)
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue // subscription changes, pongs
+		}
+		t.pubsubSeq++
+		if len(batch) == 0 {
+			deadline = time.Now().Add(pubsubLinger)
+		}
+		batch = append(batch, tap.Observation{
+			Kind:        tap.Publish,
+			Time:        time.Now(),
+			System:      systemRedis,
+			Destination: m.Channel,
+			MessageID:   m.Channel + "/" + t.pubsubRun + "." + strconv.FormatUint(t.pubsubSeq, 10),
+			BodySize:    int64(len(m.Payload)),
+			Attrs:       []tap.Attr{tap.String("messaging.redis.pattern", m.Pattern)},
+		})
+		if len(batch) >= pubsubBatch || !time.Now().Before(deadline) {
+			t.send(ctx, batch)
+			batch = batch[:0]
+		}
+	}
+}

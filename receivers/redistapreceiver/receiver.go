@@ -1,0 +1,277 @@
+package redistapreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.uber.org/zap"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+	"github.com/flowtrace/flowtrace/receivers/redistapreceiver/internal/metadata"
+)
+
+const (
+	systemRedis   = "redis"
+	systemSidekiq = "sidekiq"
+	transport     = "redis"
+)
+
+// redisTap is one tap: a session of Redis connections kept alive by
+// tap.Run. The stream and Sidekiq state is owned by the session's main
+// loop (one goroutine at a time, across reconnections); the pub/sub loop
+// owns only its sequence counter.
+type redisTap struct {
+	cfg    *Config
+	logger *zap.Logger
+	tel    *tap.Telemetry
+	obs    *receiverhelper.ObsReport
+
+	// Set while the receivers are created, before Start; nil when the
+	// signal has no pipeline.
+	traces  consumer.Traces
+	metrics consumer.Metrics
+
+	streams *streamsState
+	sidekiq *sidekiqState
+	// pubsubRun names this run of the tap in pub/sub message ids.
+	pubsubRun string
+	pubsubSeq uint64
+
+	// now is the clock; time.Now outside tests.
+	now func() time.Time
+
+	lifecycle sync.Mutex
+	cancel    context.CancelFunc
+	done      chan struct{}
+}
+
+var _ component.Component = (*redisTap)(nil)
+
+func newRedisTap(cfg *Config, set receiver.Settings) (*redisTap, error) {
+	tel, err := tap.NewTelemetry(set.TelemetrySettings, systemRedis, metadata.ScopeName)
+	if err != nil {
+		return nil, fmt.Errorf("tap telemetry: %w", err)
+	}
+	obs, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             set.ID,
+		Transport:              transport,
+		LongLivedCtx:           true,
+		ReceiverCreateSettings: set,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("receiver telemetry: %w", err)
+	}
+	now := time.Now
+	return &redisTap{
+		cfg:       cfg,
+		logger:    set.Logger,
+		tel:       tel,
+		obs:       obs,
+		streams:   newStreamsState(&cfg.Streams),
+		sidekiq:   newSidekiqState(&cfg.Sidekiq),
+		pubsubRun: strconv.FormatInt(now().UnixNano(), 36),
+		now:       now,
+	}, nil
+}
+
+// Start connects in the background and returns at once.
+func (t *redisTap) Start(_ context.Context, _ component.Host) error {
+	t.lifecycle.Lock()
+	defer t.lifecycle.Unlock()
+	if t.cancel != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.cancel = cancel
+	t.done = make(chan struct{})
+	t.logger.Info("redis tap starting", zap.String("endpoint", t.cfg.Endpoint),
+		zap.Int("streams", len(t.cfg.Streams.Names)), zap.Int("pubsub_patterns", len(t.cfg.PubSub.Patterns)),
+		zap.Bool("sidekiq", t.cfg.Sidekiq.Enabled))
+	go func() {
+		defer close(t.done)
+		tap.Run(ctx, t.logger, t.tel, t.cfg.Reconnect, t.session)
+	}()
+	return nil
+}
+
+// Shutdown stops the tap; it is safe without Start and when called twice.
+func (t *redisTap) Shutdown(ctx context.Context) error {
+	t.lifecycle.Lock()
+	cancel, done := t.cancel, t.done
+	t.lifecycle.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *redisTap) newClient() *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:     t.cfg.Endpoint,
+		Username: t.cfg.Username,
+		Password: string(t.cfg.Password),
+		DB:       t.cfg.DB,
+		// A lost connection ends the session, so tap.Run counts the gap
+		// and the session resumes from what it had read.
+		MaxRetries:   -1,
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		PoolSize:     2,
+		// The tap's polls are plain commands; it does not follow
+		// maintenance notifications.
+		DisableIdentity: true,
+	})
+}
+
+// session runs until the connection is lost or ctx ends: a main loop for
+// streams, consumer groups and Sidekiq, and a pub/sub loop on its own
+// connection.
+func (t *redisTap) session(ctx context.Context, connected tap.Connected) error {
+	client := t.newClient()
+	defer client.Close()
+	if err := client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var loops []func() error
+	if len(t.cfg.PubSub.Patterns) > 0 {
+		ps := client.PSubscribe(ctx, t.cfg.PubSub.Patterns...)
+		defer ps.Close()
+		// The first reply confirms the subscription.
+		if _, err := ps.Receive(ctx); err != nil {
+			return fmt.Errorf("psubscribe: %w", err)
+		}
+		loops = append(loops, func() error { return t.runPubSub(ctx, ps) })
+	}
+	if len(t.cfg.Streams.Names) > 0 || t.cfg.Sidekiq.Enabled {
+		if err := t.streams.resume(ctx, client); err != nil {
+			return err
+		}
+		loops = append(loops, func() error { return t.runMain(ctx, client) })
+	}
+	connected()
+
+	errc := make(chan error, len(loops))
+	for _, loop := range loops {
+		go func() { errc <- loop() }()
+	}
+	err := <-errc
+	cancel()
+	for range len(loops) - 1 {
+		<-errc
+	}
+	return err
+}
+
+// runMain reads the streams, blocking at most until the next poll, and
+// polls consumer groups, Sidekiq and the backlog every poll interval.
+func (t *redisTap) runMain(ctx context.Context, client *redis.Client) error {
+	var nextPoll time.Time
+	for ctx.Err() == nil {
+		if now := t.now(); !now.Before(nextPoll) {
+			if err := t.poll(ctx, client); err != nil {
+				return err
+			}
+			nextPoll = now.Add(t.cfg.PollInterval)
+		}
+		wait := max(time.Until(nextPoll), time.Millisecond)
+		if t.streams.empty() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			continue
+		}
+		obs, err := t.streams.read(ctx, client, wait, t.tel)
+		if err != nil {
+			return err
+		}
+		t.send(ctx, obs)
+	}
+	return ctx.Err()
+}
+
+// poll takes one look at consumer groups, Sidekiq and the backlog.
+func (t *redisTap) poll(ctx context.Context, client *redis.Client) error {
+	now := t.now()
+	backlog := tap.NewBacklog(systemRedis, metadata.ScopeName)
+	var obs []tap.Observation
+	if !t.streams.empty() {
+		groupObs, err := t.streams.poll(ctx, client, now, backlog, t.tel)
+		if err != nil {
+			return err
+		}
+		obs = append(obs, groupObs...)
+	}
+	if t.cfg.Sidekiq.Enabled {
+		jobObs, err := t.sidekiq.poll(ctx, client, now, backlog, t.tel)
+		if err != nil {
+			return err
+		}
+		obs = append(obs, jobObs...)
+	}
+	t.send(ctx, obs)
+	t.sendBacklog(ctx, backlog)
+	return nil
+}
+
+// send turns observations into spans and hands them on. A refused batch is
+// counted by the receiver's own telemetry and dropped: the broker keeps
+// the messages, not the tap.
+func (t *redisTap) send(ctx context.Context, obs []tap.Observation) {
+	if len(obs) == 0 || t.traces == nil {
+		return
+	}
+	spans := tap.NewSpans(systemRedis, metadata.ScopeName)
+	for i := range obs {
+		if err := spans.Add(&obs[i]); err != nil {
+			reason := "identity"
+			if errors.Is(err, tap.ErrBadTraceParent) {
+				reason = "traceparent"
+			}
+			t.tel.DecodeError(ctx, reason, err)
+		}
+	}
+	n := spans.Len()
+	if n == 0 {
+		return
+	}
+	t.tel.Observed(ctx, n)
+	opCtx := t.obs.StartTracesOp(ctx)
+	err := t.traces.ConsumeTraces(opCtx, spans.Take())
+	t.obs.EndTracesOp(opCtx, transport, n, err)
+	if err != nil {
+		t.logger.Debug("spans refused", zap.Int("spans", n), zap.Error(err))
+	}
+}
+
+func (t *redisTap) sendBacklog(ctx context.Context, backlog *tap.Backlog) {
+	n := backlog.Len()
+	if n == 0 || t.metrics == nil {
+		return
+	}
+	opCtx := t.obs.StartMetricsOp(ctx)
+	err := t.metrics.ConsumeMetrics(opCtx, backlog.Take())
+	t.obs.EndMetricsOp(opCtx, transport, n, err)
+	if err != nil {
+		t.logger.Debug("backlog refused", zap.Int("points", n), zap.Error(err))
+	}
+}

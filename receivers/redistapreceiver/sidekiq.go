@@ -1,0 +1,327 @@
+package redistapreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+// sidekiqState is what the tap knows of Sidekiq's jobs. The session's main
+// loop owns it.
+//
+// Sidekiq keeps, in Redis: the set "queues" of queue names; a list
+// "queue:<name>" per queue, jobs pushed at its head (LPUSH) and fetched
+// from its tail (BRPOP); the sorted sets "retry" (scored by when the job
+// runs again) and "dead" (scored by when it died); the set "processes" of
+// running Sidekiq processes, each with a hash "<identity>:work" of the
+// jobs its threads run, written every heartbeat. All keys take the
+// namespace prefix when one is configured.
+type sidekiqState struct {
+	cfg    *SidekiqConfig
+	prefix string
+	jobs   map[string]*trackedJob
+	// order is the order jobs were first seen in, for the bound on jobs.
+	order    []string
+	lastPoll time.Time
+}
+
+type jobState uint8
+
+const (
+	jobQueued   jobState = iota + 1 // waiting in its queue
+	jobLeft                         // fetched from its queue: running or done
+	jobRetrying                     // in the retry set
+	jobDead                         // in the dead set
+	jobDone                         // reported acked
+)
+
+type trackedJob struct {
+	queue, operation, traceParent string
+	state                         jobState
+	attempt                       int // the attempt queued, running or last failed
+	published                     int // the highest attempt whose publish was reported
+	failed                        int // the highest attempt reported failed
+	leftAt, runningAt             time.Time
+	retryScore                    float64
+}
+
+func newSidekiqState(cfg *SidekiqConfig) *sidekiqState {
+	s := &sidekiqState{cfg: cfg, jobs: map[string]*trackedJob{}}
+	if cfg.Namespace != "" {
+		s.prefix = cfg.Namespace + ":"
+	}
+	return s
+}
+
+// sidekiqPoll is what one poll read.
+type sidekiqPoll struct {
+	queues    []string
+	lengths   []*redis.IntCmd
+	tails     []*redis.StringSliceCmd
+	retryLen  *redis.IntCmd
+	retry     *redis.ZSliceCmd
+	dead      *redis.ZSliceCmd
+	processes *redis.StringSliceCmd
+	work      []*redis.MapStringStringCmd
+}
+
+func (s *sidekiqState) read(ctx context.Context, client *redis.Client) (*sidekiqPoll, error) {
+	p := &sidekiqPoll{queues: s.cfg.Queues}
+	if len(p.queues) == 0 {
+		queues, err := client.SMembers(ctx, s.prefix+"queues").Result()
+		if err != nil {
+			return nil, fmt.Errorf("sidekiq queues: %w", err)
+		}
+		p.queues = queues
+	}
+	pipe := client.Pipeline()
+	limit := s.cfg.ScanLimit
+	for _, q := range p.queues {
+		key := s.prefix + "queue:" + q
+		p.lengths = append(p.lengths, pipe.LLen(ctx, key))
+		// The oldest jobs, the tail last: the one LINDEX -1 returns, whose
+		// age is Sidekiq's queue latency.
+		p.tails = append(p.tails, pipe.LRange(ctx, key, -limit, -1))
+	}
+	p.retryLen = pipe.ZCard(ctx, s.prefix+"retry")
+	p.retry = pipe.ZRangeWithScores(ctx, s.prefix+"retry", 0, limit-1)
+	p.dead = pipe.ZRevRangeWithScores(ctx, s.prefix+"dead", 0, limit-1)
+	p.processes = pipe.SMembers(ctx, s.prefix+"processes")
+	if err := execPipeline(ctx, pipe); err != nil {
+		return nil, fmt.Errorf("sidekiq: %w", err)
+	}
+	if procs, err := p.processes.Result(); err == nil && len(procs) > 0 {
+		pipe = client.Pipeline()
+		for _, identity := range procs {
+			p.work = append(p.work, pipe.HGetAll(ctx, s.prefix+identity+":work"))
+		}
+		if err := execPipeline(ctx, pipe); err != nil {
+			return nil, fmt.Errorf("sidekiq work: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// poll reads Sidekiq's queues, retry and dead sets and running jobs.
+func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, tel *tap.Telemetry) ([]tap.Observation, error) {
+	p, err := s.read(ctx, client)
+	if err != nil {
+		return nil, err
+	}
+	lastPoll := s.lastPoll
+	s.lastPoll = now
+	var obs []tap.Observation
+	decode := func(raw string) (job, bool) {
+		j, err := decodeJob([]byte(raw))
+		if err != nil {
+			var de *decodeError
+			if errors.As(err, &de) {
+				tel.DecodeError(ctx, de.reason, err)
+			}
+			return job{}, false
+		}
+		return j, true
+	}
+
+	// Queues: jobs waiting, and jobs that left the tail since the last
+	// poll (a job only moves towards the tail, so one seen there and gone
+	// now was fetched).
+	seen := map[string]bool{}
+	for i, q := range p.queues {
+		tail, err := p.tails[i].Result()
+		if err != nil {
+			continue
+		}
+		latency := 0.0
+		for k, raw := range tail {
+			j, ok := decode(raw)
+			if !ok {
+				continue
+			}
+			if j.Queue == "" {
+				j.Queue = q
+			}
+			seen[j.JID] = true
+			t := s.track(j)
+			attempt := j.enqueuedAttempt()
+			at, _ := j.enqueuedTime()
+			obs = s.publish(t, j.JID, attempt, at, obs)
+			t.state, t.attempt, t.queue = jobQueued, attempt, q
+			if k == len(tail)-1 && !at.IsZero() {
+				latency = now.Sub(at).Seconds()
+			}
+		}
+		dest := tap.Destination{System: systemSidekiq, Destination: q}
+		if n, err := p.lengths[i].Result(); err == nil {
+			backlog.Int(model.MetricBacklogDepth, now, dest, n)
+		}
+		backlog.Float(model.MetricBacklogLagSeconds, now, dest, latency)
+	}
+
+	// Dead set: the last failure of jobs out of retries.
+	dead, _ := p.dead.Result()
+	for _, z := range dead {
+		raw, _ := z.Member.(string)
+		j, ok := decode(raw)
+		if !ok {
+			continue
+		}
+		seen[j.JID] = true
+		t := s.track(j)
+		if t.state == jobDead {
+			continue
+		}
+		attempt := j.failedAttempt()
+		at, _ := j.enqueuedTime()
+		obs = s.publish(t, j.JID, attempt, at, obs)
+		diedAt, ok := unixSeconds(z.Score)
+		if !ok {
+			diedAt = now
+		}
+		obs = append(obs, tap.Observation{
+			Kind: tap.DeadLetter, Time: diedAt, System: systemSidekiq, Destination: t.queue, MessageID: j.JID,
+			ConsumerGroup: t.queue, Operation: t.operation, Attempt: attempt, Reason: j.ErrorClass, TraceParent: t.traceParent,
+		})
+		t.state, t.attempt, t.failed = jobDead, attempt, max(t.failed, attempt)
+	}
+
+	// Retry set: failed attempts waiting to run again.
+	retry, _ := p.retry.Result()
+	retryComplete := false
+	if n, err := p.retryLen.Result(); err == nil {
+		retryComplete = n <= int64(len(retry))
+	}
+	maxScore := 0.0
+	for _, z := range retry {
+		maxScore = max(maxScore, z.Score)
+		raw, _ := z.Member.(string)
+		j, ok := decode(raw)
+		if !ok {
+			continue
+		}
+		seen[j.JID] = true
+		t := s.track(j)
+		attempt := j.failedAttempt()
+		t.retryScore = z.Score
+		if t.state == jobRetrying && t.failed >= attempt {
+			continue
+		}
+		at, _ := j.enqueuedTime()
+		obs = s.publish(t, j.JID, attempt, at, obs)
+		if t.failed < attempt {
+			failedAt, ok := j.failedTime()
+			if !ok {
+				failedAt = now
+			}
+			o := tap.Observation{
+				Kind: tap.Settle, Time: failedAt, System: systemSidekiq, Destination: t.queue, MessageID: j.JID,
+				ConsumerGroup: t.queue, Operation: t.operation, Attempt: attempt, Outcome: tap.Nack, Reason: j.ErrorClass,
+				TraceParent: t.traceParent,
+			}
+			obs = append(obs, o)
+		}
+		t.state, t.attempt, t.failed = jobRetrying, attempt, max(t.failed, attempt)
+	}
+
+	running := map[string]bool{}
+	for _, w := range p.work {
+		for _, raw := range w.Val() {
+			if jid, err := decodeWork([]byte(raw)); err == nil {
+				running[jid] = true
+			} else {
+				tel.DecodeError(ctx, reasonJob, err)
+			}
+		}
+	}
+
+	// Jobs no longer where they were.
+	for jid, t := range s.jobs {
+		if seen[jid] {
+			continue
+		}
+		switch t.state {
+		case jobQueued:
+			// Fetched: delivered to a Sidekiq thread.
+			t.state, t.leftAt = jobLeft, midpoint(lastPoll, now, time.Time{})
+			obs = append(obs, s.consumerSide(tap.Deliver, jid, t, t.leftAt))
+		case jobRetrying:
+			if !retryComplete && t.retryScore > maxScore {
+				continue // beyond what this poll read
+			}
+			// Back in a queue and fetched since: the next attempt runs.
+			t.state, t.attempt, t.leftAt = jobLeft, t.attempt+1, midpoint(lastPoll, now, time.Time{})
+			obs = append(obs, s.consumerSide(tap.Deliver, jid, t, t.leftAt))
+		}
+		if t.state != jobLeft {
+			continue
+		}
+		if running[jid] {
+			t.runningAt = now
+			continue
+		}
+		// Done once it has been gone long enough to have shown up running,
+		// in the retry set or in the dead set; the retry set must have
+		// been read whole.
+		last := t.leftAt
+		if t.runningAt.After(last) {
+			last = t.runningAt
+		}
+		if retryComplete && now.Sub(last) >= s.cfg.SettleAfter {
+			o := s.consumerSide(tap.Settle, jid, t, last)
+			o.Outcome, o.Inferred = tap.Ack, true
+			obs = append(obs, o)
+			t.state = jobDone
+		}
+	}
+	return obs, nil
+}
+
+// track returns the state of j's job, remembering it if new; past the
+// bound the job first seen longest ago is forgotten.
+func (s *sidekiqState) track(j job) *trackedJob {
+	t, ok := s.jobs[j.JID]
+	if !ok {
+		if len(s.order) >= s.cfg.MaxTrackedJobs {
+			delete(s.jobs, s.order[0])
+			s.order = s.order[1:]
+		}
+		t = &trackedJob{}
+		s.jobs[j.JID] = t
+		s.order = append(s.order, j.JID)
+	}
+	if j.Queue != "" {
+		t.queue = j.Queue
+	}
+	if op := j.operation(); op != "" {
+		t.operation = op
+	}
+	if j.TraceParent != "" {
+		t.traceParent = j.TraceParent
+	}
+	return t
+}
+
+// publish reports the push of a job's attempt once.
+func (s *sidekiqState) publish(t *trackedJob, jid string, attempt int, at time.Time, obs []tap.Observation) []tap.Observation {
+	if t.published >= attempt || at.IsZero() {
+		return obs
+	}
+	t.published = attempt
+	return append(obs, tap.Observation{
+		Kind: tap.Publish, Time: at, System: systemSidekiq, Destination: t.queue, MessageID: jid,
+		Operation: t.operation, Attempt: attempt, TraceParent: t.traceParent,
+	})
+}
+
+func (s *sidekiqState) consumerSide(kind tap.Kind, jid string, t *trackedJob, at time.Time) tap.Observation {
+	return tap.Observation{
+		Kind: kind, Time: at, System: systemSidekiq, Destination: t.queue, MessageID: jid,
+		ConsumerGroup: t.queue, Operation: t.operation, Attempt: t.attempt, TraceParent: t.traceParent,
+	}
+}

@@ -1,0 +1,481 @@
+package redistapreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+// streamsState is what the tap knows of its streams. The session's main
+// loop owns it; it outlives connections, so a new session resumes where
+// the last one stopped.
+type streamsState struct {
+	cfg *StreamsConfig
+	// all are the tapped streams, then their dead-letter streams; tapped
+	// the first len(cfg.Names) of them.
+	all    []*stream
+	tapped []*stream
+	// keys is the XREAD argument: stream names, then the ids to read after.
+	keys     []string
+	lastPoll time.Time
+}
+
+// stream is one stream's state.
+type stream struct {
+	name string
+	// deadLetters is the stream's dead-letter stream; original, on a
+	// dead-letter stream, the stream whose entries it holds.
+	deadLetters *stream
+	original    *stream
+	// lastID is the last entry read; empty until the first session.
+	lastID string
+	// entries are the entries read, ascending, at most max_tracked_entries.
+	entries []entry
+	groups  map[string]*group
+	// deadLettered are the entries named by the dead-letter stream, in
+	// the order read (order), at most max_tracked_entries.
+	deadLettered map[entryID]deadLetterEntry
+	order        []entryID
+}
+
+// group is one consumer group's state as of the last poll.
+type group struct {
+	name          string
+	known         bool // polled before: lastDelivered is meaningful
+	lastDelivered entryID
+	pending       map[entryID]pendingEntry
+	// deadLetterSent are the entries already reported dead-lettered for
+	// the group.
+	deadLetterSent map[entryID]bool
+}
+
+type pendingEntry struct {
+	attempt     int
+	deliveredAt time.Time
+}
+
+func newStreamsState(cfg *StreamsConfig) *streamsState {
+	s := &streamsState{cfg: cfg}
+	for _, name := range cfg.Names {
+		st := &stream{name: name, groups: map[string]*group{}, deadLettered: map[entryID]deadLetterEntry{}}
+		s.all = append(s.all, st)
+		s.tapped = append(s.tapped, st)
+	}
+	for _, st := range s.tapped {
+		if name := cfg.deadLetterStream(st.name); name != "" {
+			dl := &stream{name: name, original: st}
+			st.deadLetters = dl
+			s.all = append(s.all, dl)
+		}
+	}
+	return s
+}
+
+func (s *streamsState) empty() bool { return len(s.all) == 0 }
+
+// resume finds where to start reading streams never read before: after
+// their last entry, so the tap reports what is added from now on.
+func (s *streamsState) resume(ctx context.Context, client *redis.Client) error {
+	for _, st := range s.all {
+		if st.lastID != "" {
+			continue
+		}
+		last, err := client.XRevRangeN(ctx, st.name, "+", "-", 1).Result()
+		if err != nil {
+			return fmt.Errorf("xrevrange %s: %w", st.name, err)
+		}
+		st.lastID = "0-0"
+		if len(last) == 1 {
+			st.lastID = last[0].ID
+		}
+	}
+	return nil
+}
+
+// read reads what was added to the streams since the last read, blocking
+// up to block (not at all when negative).
+func (s *streamsState) read(ctx context.Context, client *redis.Client, block time.Duration, tel *tap.Telemetry) ([]tap.Observation, error) {
+	s.keys = s.keys[:0]
+	for _, st := range s.all {
+		s.keys = append(s.keys, st.name)
+	}
+	for _, st := range s.all {
+		s.keys = append(s.keys, st.lastID)
+	}
+	res, err := client.XRead(ctx, &redis.XReadArgs{Streams: s.keys, Count: s.cfg.ReadCount, Block: block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xread: %w", err)
+	}
+	var obs []tap.Observation
+	for _, r := range res {
+		st := s.byName(r.Stream)
+		if st == nil {
+			continue
+		}
+		for _, msg := range r.Messages {
+			st.lastID = msg.ID
+			obs = s.observe(ctx, st, msg, obs, tel)
+		}
+		st.trim(s.cfg.MaxTrackedEntries)
+	}
+	return obs, nil
+}
+
+func (s *streamsState) byName(name string) *stream {
+	for _, st := range s.all {
+		if st.name == name {
+			return st
+		}
+	}
+	return nil
+}
+
+// observe turns one entry into observations: a publish on a tapped
+// stream, dead letters on a dead-letter stream.
+func (s *streamsState) observe(ctx context.Context, st *stream, msg redis.XMessage, obs []tap.Observation, tel *tap.Telemetry) []tap.Observation {
+	e, badTraceParent, err := decodeEntry(s.cfg, msg.ID, msg.Values)
+	if err != nil {
+		var de *decodeError
+		if errors.As(err, &de) {
+			tel.DecodeError(ctx, de.reason, err)
+		}
+		return obs
+	}
+	if badTraceParent {
+		tel.DecodeError(ctx, reasonTraceParent, tap.ErrBadTraceParent)
+	}
+	if st.original != nil {
+		dl, err := decodeDeadLetter(&s.cfg.DeadLetter, e.id, msg.Values)
+		if err != nil {
+			tel.DecodeError(ctx, reasonDeadLetter, err)
+			return obs
+		}
+		return st.original.deadLetter(dl, obs, s.cfg.MaxTrackedEntries)
+	}
+	if n := len(st.entries); n > 0 && !st.entries[n-1].id.less(e.id) {
+		return obs // read again after a reconnect
+	}
+	st.entries = append(st.entries, e)
+	return append(obs, tap.Observation{
+		Kind:        tap.Publish,
+		Time:        e.id.time(),
+		System:      systemRedis,
+		Destination: st.name,
+		MessageID:   st.name + "/" + msg.ID,
+		BodySize:    e.size,
+		Keys:        e.keys,
+		TraceParent: e.traceParent,
+	})
+}
+
+// trim keeps the newest max entries, copying only once a quarter more have
+// gathered.
+func (st *stream) trim(limit int) {
+	if len(st.entries) > limit+limit/4 {
+		st.entries = append([]entry(nil), st.entries[len(st.entries)-limit:]...)
+	}
+}
+
+// find returns the remembered entry id, if any.
+func (st *stream) find(id entryID) (entry, bool) {
+	i := sort.Search(len(st.entries), func(i int) bool { return !st.entries[i].id.less(id) })
+	if i < len(st.entries) && st.entries[i].id == id {
+		return st.entries[i], true
+	}
+	return entry{id: id}, false
+}
+
+// deadLetter records that dl names an entry of st, and reports it for the
+// groups that have the entry pending or named it; the others report it
+// when they settle the entry.
+func (st *stream) deadLetter(dl deadLetterEntry, obs []tap.Observation, limit int) []tap.Observation {
+	if _, ok := st.deadLettered[dl.original]; !ok {
+		st.order = append(st.order, dl.original)
+		if len(st.order) > limit {
+			delete(st.deadLettered, st.order[0])
+			st.order = st.order[1:]
+		}
+	}
+	st.deadLettered[dl.original] = dl
+	if dl.group != "" {
+		g := st.group(dl.group)
+		return st.reportDeadLetter(g, dl, g.pending[dl.original].attempt, obs)
+	}
+	for _, g := range st.groups {
+		if p, ok := g.pending[dl.original]; ok {
+			obs = st.reportDeadLetter(g, dl, p.attempt, obs)
+		}
+	}
+	return obs
+}
+
+func (st *stream) group(name string) *group {
+	g, ok := st.groups[name]
+	if !ok {
+		g = &group{name: name, pending: map[entryID]pendingEntry{}, deadLetterSent: map[entryID]bool{}}
+		st.groups[name] = g
+	}
+	return g
+}
+
+func (st *stream) reportDeadLetter(g *group, dl deadLetterEntry, attempt int, obs []tap.Observation) []tap.Observation {
+	if g.deadLetterSent[dl.original] {
+		return obs
+	}
+	g.deadLetterSent[dl.original] = true
+	e, _ := st.find(dl.original)
+	return append(obs, tap.Observation{
+		Kind:          tap.DeadLetter,
+		Time:          dl.at,
+		System:        systemRedis,
+		Destination:   st.name,
+		MessageID:     st.name + "/" + dl.original.String(),
+		ConsumerGroup: g.name,
+		Attempt:       attempt,
+		Reason:        dl.reason,
+		TraceParent:   e.traceParent,
+	})
+}
+
+// groupPoll is what one poll read of one consumer group.
+type groupPoll struct {
+	info        redis.XInfoGroup
+	pending     *redis.XPendingExtCmd
+	undelivered *redis.XMessageSliceCmd
+}
+
+// poll reads the consumer groups of the tapped streams: deliveries from
+// their pending entries lists, settlements inferred from entries leaving
+// them, and backlog gauges.
+func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, tel *tap.Telemetry) ([]tap.Observation, error) {
+	if len(s.tapped) == 0 {
+		return nil, nil
+	}
+	pipe := client.Pipeline()
+	infos := make([]*redis.XInfoGroupsCmd, len(s.tapped))
+	lengths := make([]*redis.IntCmd, len(s.tapped))
+	for i, st := range s.tapped {
+		infos[i] = pipe.XInfoGroups(ctx, st.name)
+		lengths[i] = pipe.XLen(ctx, st.name)
+	}
+	if err := execPipeline(ctx, pipe); err != nil {
+		return nil, fmt.Errorf("xinfo groups: %w", err)
+	}
+
+	polls := make([][]groupPoll, len(s.tapped))
+	pipe = client.Pipeline()
+	for i, st := range s.tapped {
+		if infos[i].Err() != nil { // a stream that does not exist yet
+			continue
+		}
+		for _, info := range infos[i].Val() {
+			p := groupPoll{info: info}
+			p.pending = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: st.name, Group: info.Name, Start: "-", End: "+", Count: s.cfg.PendingScan})
+			p.undelivered = pipe.XRangeN(ctx, st.name, "("+info.LastDeliveredID, "+", 1)
+			polls[i] = append(polls[i], p)
+		}
+	}
+	if err := execPipeline(ctx, pipe); err != nil {
+		return nil, fmt.Errorf("xpending: %w", err)
+	}
+	// Read what was added up to now, after the pending lists were read:
+	// an entry dead-lettered and then acked is known dead-lettered before
+	// its ack is seen.
+	obs, err := s.read(ctx, client, -1, tel)
+	if err != nil {
+		return nil, err
+	}
+
+	lastPoll := s.lastPoll
+	s.lastPoll = now
+	for i, st := range s.tapped {
+		dest := tap.Destination{System: systemRedis, Destination: st.name}
+		if lengths[i].Err() == nil {
+			backlog.Int(model.MetricBacklogDepth, now, dest, lengths[i].Val())
+		}
+		for _, p := range polls[i] {
+			obs = st.pollGroup(ctx, p, lastPoll, now, s.cfg.PendingScan, obs, backlog, tel)
+		}
+	}
+	return obs, nil
+}
+
+// execPipeline runs pipe; only a failure of the connection is an error,
+// replies that are errors stay with their commands.
+func execPipeline(ctx context.Context, pipe redis.Pipeliner) error {
+	cmds, err := pipe.Exec(ctx)
+	if err == nil {
+		return nil
+	}
+	for _, cmd := range cmds {
+		var reply redis.Error
+		if cerr := cmd.Err(); cerr != nil && !errors.Is(cerr, redis.Nil) && !errors.As(cerr, &reply) {
+			return cerr
+		}
+	}
+	return nil
+}
+
+// pollGroup compares one group's pending entries with the last poll's.
+func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time.Time, scan int64, obs []tap.Observation, backlog *tap.Backlog, tel *tap.Telemetry) []tap.Observation {
+	g := st.group(p.info.Name)
+	lastDelivered, err := parseEntryID(p.info.LastDeliveredID)
+	if err != nil {
+		tel.DecodeError(ctx, reasonEntryID, err)
+		return obs
+	}
+	pending, err := p.pending.Result()
+	if err != nil {
+		return obs // the group went away since XINFO GROUPS
+	}
+
+	current := make(map[entryID]pendingEntry, len(pending))
+	var viewEnd entryID // the last id of a partial view of the pending list
+	partial := int64(len(pending)) >= scan && p.info.Pending > scan
+	for _, pe := range pending {
+		id, err := parseEntryID(pe.ID)
+		if err != nil {
+			tel.DecodeError(ctx, reasonEntryID, err)
+			continue
+		}
+		viewEnd = id
+		attempt := int(min(pe.RetryCount, 1<<15))
+		prev, seen := g.pending[id]
+		if seen && attempt <= prev.attempt {
+			current[id] = prev
+			continue
+		}
+		e, _ := st.find(id)
+		at := now.Add(-pe.Idle)
+		if at.Before(id.time()) {
+			at = id.time()
+		}
+		current[id] = pendingEntry{attempt: attempt, deliveredAt: at}
+		obs = append(obs, st.consumerSide(tap.Deliver, e, g.name, attempt, at, pe.Consumer))
+	}
+
+	// Entries that left the pending list were acked (or dead-lettered).
+	for id, prev := range g.pending {
+		if _, ok := current[id]; ok {
+			continue
+		}
+		if partial && viewEnd.less(id) {
+			current[id] = prev // beyond what this poll read
+			continue
+		}
+		at := midpoint(lastPoll, now, prev.deliveredAt)
+		obs = st.settled(g, id, prev.attempt, at, obs)
+	}
+
+	// Entries delivered and acked between two polls: up to the group's
+	// last delivered id, never seen pending.
+	if g.known && g.lastDelivered.less(lastDelivered) {
+		i := sort.Search(len(st.entries), func(i int) bool { return g.lastDelivered.less(st.entries[i].id) })
+		for ; i < len(st.entries) && !lastDelivered.less(st.entries[i].id); i++ {
+			e := st.entries[i]
+			if _, ok := current[e.id]; ok {
+				continue
+			}
+			if _, ok := g.pending[e.id]; ok {
+				continue
+			}
+			at := midpoint(lastPoll, now, e.id.time())
+			obs = append(obs, st.consumerSide(tap.Deliver, e, g.name, 1, at, ""))
+			obs = st.settled(g, e.id, 1, at, obs)
+		}
+	}
+	g.known = true
+	g.lastDelivered = lastDelivered
+	g.pending = current
+	if len(g.deadLetterSent) > len(current)+len(st.deadLettered) {
+		for id := range g.deadLetterSent {
+			if _, ok := current[id]; !ok {
+				delete(g.deadLetterSent, id)
+			}
+		}
+	}
+
+	dest := tap.Destination{System: systemRedis, Destination: st.name, ConsumerGroup: g.name}
+	if p.info.Lag >= 0 {
+		backlog.Int(model.MetricBacklogLag, now, dest, p.info.Lag)
+	}
+	backlog.Int(model.MetricBacklogUnacked, now, dest, p.info.Pending)
+	backlog.Int(model.MetricBacklogConsumers, now, dest, p.info.Consumers)
+	// Lag in seconds: the age of the oldest entry not yet delivered or
+	// not yet acked.
+	var oldest time.Time
+	if undelivered, err := p.undelivered.Result(); err == nil && len(undelivered) > 0 {
+		if id, err := parseEntryID(undelivered[0].ID); err == nil {
+			oldest = id.time()
+		}
+	}
+	if len(pending) > 0 {
+		if id, err := parseEntryID(pending[0].ID); err == nil && (oldest.IsZero() || id.time().Before(oldest)) {
+			oldest = id.time()
+		}
+	}
+	lagSeconds := 0.0
+	if !oldest.IsZero() {
+		lagSeconds = now.Sub(oldest).Seconds()
+	}
+	backlog.Float(model.MetricBacklogLagSeconds, now, dest, lagSeconds)
+	return obs
+}
+
+// settled reports an entry a group no longer has pending: dead-lettered
+// when the dead-letter stream named it, else acked (inferred).
+func (st *stream) settled(g *group, id entryID, attempt int, at time.Time, obs []tap.Observation) []tap.Observation {
+	if dl, ok := st.deadLettered[id]; ok && (dl.group == "" || dl.group == g.name) {
+		obs = st.reportDeadLetter(g, dl, attempt, obs)
+		delete(g.deadLetterSent, id)
+		return obs
+	}
+	e, _ := st.find(id)
+	o := st.consumerSide(tap.Settle, e, g.name, attempt, at, "")
+	o.Outcome = tap.Ack
+	o.Inferred = true
+	return append(obs, o)
+}
+
+func (st *stream) consumerSide(kind tap.Kind, e entry, groupName string, attempt int, at time.Time, consumer string) tap.Observation {
+	o := tap.Observation{
+		Kind:          kind,
+		Time:          at,
+		System:        systemRedis,
+		Destination:   st.name,
+		MessageID:     st.name + "/" + e.id.String(),
+		ConsumerGroup: groupName,
+		Attempt:       attempt,
+		TraceParent:   e.traceParent,
+	}
+	if consumer != "" {
+		o.Attrs = []tap.Attr{tap.String("messaging.client.id", consumer)}
+	}
+	return o
+}
+
+// midpoint is halfway between the last poll and now, but not before
+// notBefore: the time of something seen between two polls.
+func midpoint(lastPoll, now, notBefore time.Time) time.Time {
+	lo := lastPoll
+	if lo.Before(notBefore) {
+		lo = notBefore
+	}
+	if lo.IsZero() {
+		return now
+	}
+	if lo.After(now) {
+		return lo
+	}
+	return lo.Add(now.Sub(lo) / 2)
+}
