@@ -52,6 +52,10 @@ type natsTap struct {
 	runID   string
 	coreSeq atomic.Uint64
 
+	// onConnected, when set, is called each time a connection is working:
+	// tests wait on it.
+	onConnected func()
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }

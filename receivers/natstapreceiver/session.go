@@ -113,6 +113,9 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 		return fmt.Errorf("flush: %w", err)
 	}
 	connected()
+	if t.onConnected != nil {
+		t.onConnected()
+	}
 	t.logger.Info("NATS tap connected", zap.String("broker", s.broker), zap.Int("streams_attached", len(s.attached)))
 
 	ticker := time.NewTicker(t.cfg.PollInterval)
