@@ -1,0 +1,163 @@
+package rabbitmqtapreceiver
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/config/configopaque"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+// Config is the RabbitMQ tap's configuration.
+type Config struct {
+	// Endpoint is the AMQP 0-9-1 address of the broker, without
+	// credentials. Default "amqp://127.0.0.1:5672".
+	Endpoint string `mapstructure:"endpoint"`
+	// Username and Password log in to AMQP. Default guest/guest, which
+	// RabbitMQ accepts from loopback only.
+	Username string              `mapstructure:"username"`
+	Password configopaque.String `mapstructure:"password"`
+	// VHosts are the virtual hosts whose firehose is read. Default ["/"].
+	VHosts []string `mapstructure:"vhosts"`
+	// Queue is the durable queue, declared in every vhost, that the
+	// firehose is bound to. Default "flowtrace.firehose".
+	Queue string `mapstructure:"queue"`
+	// EnableTracing switches the firehose on for the vhosts through the
+	// management API at every connection. Default false: run
+	// `rabbitmqctl trace_on -p <vhost>` after every broker start.
+	EnableTracing bool `mapstructure:"enable_tracing"`
+	// IncludeCeleryControl keeps Celery's event (celeryev) and remote
+	// control (*.pidbox) traffic, skipped by default. Default false.
+	IncludeCeleryControl bool `mapstructure:"include_celery_control"`
+	// Prefetch is how many firehose frames the broker hands the tap before
+	// it acks; at least batch::max_size. Default 2000.
+	Prefetch int `mapstructure:"prefetch"`
+	// Batch bounds the frames per batch sent to the traces pipeline.
+	Batch BatchConfig `mapstructure:"batch"`
+	// MaxTrackedMessages bounds the deliveries remembered for attempts and
+	// settlement inference; the least recently seen are forgotten first.
+	// Default 100000.
+	MaxTrackedMessages int `mapstructure:"max_tracked_messages"`
+	// Management configures the management API poller.
+	Management ManagementConfig `mapstructure:"management"`
+	// Reconnect bounds the waits between reconnection attempts.
+	Reconnect tap.Backoff `mapstructure:"reconnect"`
+}
+
+// BatchConfig bounds a batch of frames.
+type BatchConfig struct {
+	// MaxSize is the most frames in one batch. Default 1000.
+	MaxSize int `mapstructure:"max_size"`
+	// Timeout is the longest a frame waits for its batch. Default 200ms.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// ManagementConfig says where and how often the management API is read.
+type ManagementConfig struct {
+	// Endpoint of the management API; empty disables the poller (no
+	// backlog gauges, no queue-drain settlement, no dead-letter bindings).
+	// Default "http://127.0.0.1:15672".
+	Endpoint string `mapstructure:"endpoint"`
+	// Username and Password log in to the management API. Default
+	// guest/guest.
+	Username string              `mapstructure:"username"`
+	Password configopaque.String `mapstructure:"password"`
+	// Interval between polls. Default 10s.
+	Interval time.Duration `mapstructure:"interval"`
+	// Timeout of one request. Default 5s.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// StatsDelay is how old the broker's queue statistics may be
+	// (RabbitMQ's collect_statistics_interval): a drained queue settles
+	// only deliveries older than this. Default 5s.
+	StatsDelay time.Duration `mapstructure:"stats_delay"`
+	// DeadLetterBindings binds the tap's queue to the dead-letter exchange
+	// of every queue that has one, with the bindings that exchange already
+	// has, so dead letters are seen when they happen. Without it, a queue
+	// with a dead-letter exchange settles nothing on a drain. Default true.
+	DeadLetterBindings bool `mapstructure:"dead_letter_bindings"`
+}
+
+func createDefaultConfig() *Config {
+	return &Config{
+		Endpoint:           "amqp://127.0.0.1:5672",
+		Username:           "guest",
+		Password:           "guest",
+		VHosts:             []string{"/"},
+		Queue:              "flowtrace.firehose",
+		Prefetch:           2000,
+		Batch:              BatchConfig{MaxSize: 1000, Timeout: 200 * time.Millisecond},
+		MaxTrackedMessages: 100000,
+		Management: ManagementConfig{
+			Endpoint:           "http://127.0.0.1:15672",
+			Username:           "guest",
+			Password:           "guest",
+			Interval:           10 * time.Second,
+			Timeout:            5 * time.Second,
+			StatsDelay:         5 * time.Second,
+			DeadLetterBindings: true,
+		},
+		Reconnect: tap.DefaultBackoff,
+	}
+}
+
+// Validate checks the configuration; errors name the key.
+func (c *Config) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("endpoint: want amqp://host:port or amqps://host:port, got %q", c.Endpoint))
+	} else if u.User != nil {
+		errs = append(errs, errors.New("endpoint: put credentials in username and password, not in the address"))
+	}
+	if len(c.VHosts) == 0 {
+		errs = append(errs, errors.New("vhosts: must name at least one vhost"))
+	}
+	seen := map[string]bool{}
+	for i, v := range c.VHosts {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("vhosts[%d]: must not be empty", i))
+		}
+		if seen[v] {
+			errs = append(errs, fmt.Errorf("vhosts[%d]: %q is listed twice", i, v))
+		}
+		seen[v] = true
+	}
+	if c.Queue == "" || strings.HasPrefix(c.Queue, "amq.") {
+		errs = append(errs, fmt.Errorf("queue: must be a name not starting with amq., got %q", c.Queue))
+	}
+	if c.Batch.MaxSize < 1 {
+		errs = append(errs, fmt.Errorf("batch::max_size: must be at least 1, got %d", c.Batch.MaxSize))
+	}
+	if c.Batch.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("batch::timeout: must be positive, got %s", c.Batch.Timeout))
+	}
+	if c.Prefetch < c.Batch.MaxSize || c.Prefetch > 65535 {
+		errs = append(errs, fmt.Errorf("prefetch: must be between batch::max_size (%d) and 65535, got %d", c.Batch.MaxSize, c.Prefetch))
+	}
+	if c.MaxTrackedMessages < 1 {
+		errs = append(errs, fmt.Errorf("max_tracked_messages: must be at least 1, got %d", c.MaxTrackedMessages))
+	}
+	if m := c.Management; m.Endpoint != "" {
+		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("management::endpoint: want http://host:port or https://host:port, got %q", m.Endpoint))
+		} else if u.User != nil {
+			errs = append(errs, errors.New("management::endpoint: put credentials in username and password, not in the address"))
+		}
+		if m.Interval <= 0 {
+			errs = append(errs, fmt.Errorf("management::interval: must be positive, got %s", m.Interval))
+		}
+		if m.Timeout <= 0 {
+			errs = append(errs, fmt.Errorf("management::timeout: must be positive, got %s", m.Timeout))
+		}
+		if m.StatsDelay < 0 {
+			errs = append(errs, fmt.Errorf("management::stats_delay: must not be negative, got %s", m.StatsDelay))
+		}
+	} else if c.EnableTracing {
+		errs = append(errs, errors.New("enable_tracing: needs management::endpoint"))
+	}
+	errs = append(errs, c.Reconnect.Validate())
+	return errors.Join(errs...)
+}

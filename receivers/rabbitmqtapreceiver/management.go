@@ -1,0 +1,301 @@
+package rabbitmqtapreceiver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver/internal/metadata"
+)
+
+// managementAPI is a client of RabbitMQ's management HTTP API
+// (https://www.rabbitmq.com/docs/http-api-reference).
+type managementAPI struct {
+	endpoint           string
+	username, password string
+	client             *http.Client
+}
+
+// errNotFound is a 404 from the management API.
+var errNotFound = errors.New("not found")
+
+// maxResponse bounds a management API response.
+const maxResponse = 64 << 20
+
+func (a *managementAPI) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.endpoint+path, rd)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(a.username, a.password)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponse))
+		return errNotFound
+	case resp.StatusCode >= 300:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponse))
+		return fmt.Errorf("%s %s: status %d", method, path, resp.StatusCode)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponse))
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponse)).Decode(out); err != nil {
+		return badFrame("management_json", err.Error())
+	}
+	return nil
+}
+
+// queueInfo is the part of GET /api/queues/<vhost> the tap reads.
+type queueInfo struct {
+	Name      string         `json:"name"`
+	Ready     *int64         `json:"messages_ready"`
+	Unacked   *int64         `json:"messages_unacknowledged"`
+	Consumers *int64         `json:"consumers"`
+	Arguments map[string]any `json:"arguments"`
+	Policy    map[string]any `json:"effective_policy_definition"`
+	Stats     struct {
+		Publish    *rate `json:"publish_details"`
+		DeliverGet *rate `json:"deliver_get_details"`
+	} `json:"message_stats"`
+}
+
+type rate struct {
+	Rate float64 `json:"rate"`
+}
+
+func (a *managementAPI) queues(ctx context.Context, vhost string) ([]queueInfo, error) {
+	var qs []queueInfo
+	err := a.do(ctx, http.MethodGet, "/api/queues/"+url.PathEscape(vhost)+
+		"?columns=name,messages_ready,messages_unacknowledged,consumers,arguments,effective_policy_definition,message_stats", nil, &qs)
+	return qs, err
+}
+
+// deadLetterExchange is the queue's dead-letter exchange, from its
+// arguments or else its policy.
+func (q *queueInfo) deadLetterExchange() (string, bool) {
+	if v, ok := q.Arguments["x-dead-letter-exchange"].(string); ok {
+		return v, true
+	}
+	if v, ok := q.Policy["dead-letter-exchange"].(string); ok {
+		return v, true
+	}
+	return "", false
+}
+
+// binding is one binding from GET /api/exchanges/<vhost>/<name>/bindings/source.
+type binding struct {
+	Destination     string         `json:"destination"`
+	DestinationType string         `json:"destination_type"`
+	RoutingKey      string         `json:"routing_key"`
+	Arguments       map[string]any `json:"arguments"`
+}
+
+func (a *managementAPI) bindings(ctx context.Context, vhost, exchange string) ([]binding, error) {
+	var bs []binding
+	err := a.do(ctx, http.MethodGet, "/api/exchanges/"+url.PathEscape(vhost)+"/"+url.PathEscape(exchange)+"/bindings/source", nil, &bs)
+	return bs, err
+}
+
+func (a *managementAPI) bind(ctx context.Context, vhost, exchange, queue string, b binding) error {
+	args := b.Arguments
+	if args == nil {
+		args = map[string]any{}
+	}
+	return a.do(ctx, http.MethodPost, "/api/bindings/"+url.PathEscape(vhost)+"/e/"+url.PathEscape(exchange)+"/q/"+url.PathEscape(queue),
+		map[string]any{"routing_key": b.RoutingKey, "arguments": args}, nil)
+}
+
+// publish puts a message on a queue through the default exchange.
+func (a *managementAPI) publish(ctx context.Context, vhost, queue string, payload []byte) error {
+	var out struct {
+		Routed bool `json:"routed"`
+	}
+	err := a.do(ctx, http.MethodPost, "/api/exchanges/"+url.PathEscape(vhost)+"/amq.default/publish", map[string]any{
+		"properties":       map[string]any{"content_type": "application/json"},
+		"routing_key":      queue,
+		"payload":          string(payload),
+		"payload_encoding": "string",
+	}, &out)
+	if err == nil && !out.Routed {
+		err = fmt.Errorf("marker for queue %q not routed", queue)
+	}
+	return err
+}
+
+// enableTracing switches the firehose on for the vhost.
+func (a *managementAPI) enableTracing(ctx context.Context, vhost string) error {
+	return a.do(ctx, http.MethodPut, "/api/vhosts/"+url.PathEscape(vhost), map[string]any{"tracing": true}, nil)
+}
+
+// poll reads the management API every interval until ctx ends.
+func (t *rabbitTap) poll(ctx context.Context) {
+	p := &poller{tap: t, bound: map[string]bool{}}
+	ticker := time.NewTicker(t.cfg.Management.Interval)
+	defer ticker.Stop()
+	for {
+		p.once(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// poller is the state of the management poller, owned by its goroutine.
+type poller struct {
+	tap *rabbitTap
+	// bound are the dead-letter bindings made for the tap's queue, by
+	// vhost, exchange, routing key and arguments.
+	bound map[string]bool
+	// failing is set while the API fails, so the failure is logged once.
+	failing bool
+}
+
+func (p *poller) once(ctx context.Context) {
+	t := p.tap
+	at := t.now()
+	backlog := tap.NewBacklog(systemRabbitMQ, metadata.ScopeName)
+	var failed error
+	for _, vhost := range t.cfg.VHosts {
+		qs, err := t.api.queues(ctx, vhost)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if de := (*decodeError)(nil); errors.As(err, &de) {
+				t.tel.DecodeError(ctx, de.reason, err)
+			}
+			failed = err
+			continue
+		}
+		var drained []string
+		seen := map[string]bool{} // dead-letter exchanges checked in this poll
+		for i := range qs {
+			q := &qs[i]
+			if q.Name == t.cfg.Queue {
+				continue
+			}
+			if t.metrics != nil {
+				gauges(backlog, at, vhost, q)
+			}
+			if t.traces != nil && q.Unacked != nil && *q.Unacked == 0 && p.deadLettersSeen(ctx, vhost, q, seen) {
+				drained = append(drained, q.Name)
+			}
+		}
+		if len(drained) > 0 {
+			marker, _ := json.Marshal(drainMarker{At: at, Cutoff: at.Add(-t.cfg.Management.StatsDelay), Queues: drained})
+			if err := t.api.publish(ctx, vhost, t.cfg.Queue, marker); err != nil && ctx.Err() == nil {
+				failed = err
+			}
+		}
+	}
+	switch {
+	case failed != nil && !p.failing:
+		t.logger.Warn("rabbitmq management API failed", zap.Error(failed))
+	case failed == nil && p.failing:
+		t.logger.Info("rabbitmq management API answers again")
+	}
+	p.failing = failed != nil
+	if n := backlog.Len(); n > 0 {
+		opCtx := t.obs.StartMetricsOp(ctx)
+		err := t.metrics.ConsumeMetrics(opCtx, backlog.Take())
+		t.obs.EndMetricsOp(opCtx, formatManagment, n, err)
+		if err != nil {
+			t.logger.Debug("metrics pipeline refused backlog gauges", zap.Error(err))
+		}
+	}
+}
+
+// deadLettersSeen says whether every message the queue dead-letters
+// reaches the tap: it has no dead-letter exchange, or the tap's queue is
+// bound to that exchange like its other queues are.
+func (p *poller) deadLettersSeen(ctx context.Context, vhost string, q *queueInfo, seen map[string]bool) bool {
+	t := p.tap
+	dlx, ok := q.deadLetterExchange()
+	if !ok {
+		return true
+	}
+	if dlx == "" || !t.cfg.Management.DeadLetterBindings {
+		return false // the default exchange cannot be bound to
+	}
+	if ok, checked := seen[dlx]; checked {
+		return ok
+	}
+	ok = p.bindDeadLetters(ctx, vhost, dlx)
+	seen[dlx] = ok
+	return ok
+}
+
+// bindDeadLetters binds the tap's queue to the exchange with every binding
+// the exchange has.
+func (p *poller) bindDeadLetters(ctx context.Context, vhost, dlx string) bool {
+	t := p.tap
+	bs, err := t.api.bindings(ctx, vhost, dlx)
+	if err != nil {
+		return false
+	}
+	for _, b := range bs {
+		if b.DestinationType == "queue" && b.Destination == t.cfg.Queue {
+			continue
+		}
+		args, _ := json.Marshal(b.Arguments)
+		key := vhost + "\x00" + dlx + "\x00" + b.RoutingKey + "\x00" + string(args)
+		if p.bound[key] {
+			continue
+		}
+		if err := t.api.bind(ctx, vhost, dlx, t.cfg.Queue, b); err != nil {
+			t.logger.Debug("could not bind the tap's queue to a dead-letter exchange", zap.String("exchange", dlx), zap.Error(err))
+			return false
+		}
+		p.bound[key] = true
+	}
+	return true
+}
+
+// gauges adds a queue's backlog points.
+func gauges(b *tap.Backlog, at time.Time, vhost string, q *queueInfo) {
+	dest := tap.Destination{System: systemRabbitMQ, Broker: vhost, Destination: q.Name, ConsumerGroup: q.Name}
+	if q.Ready != nil {
+		b.Int(model.MetricBacklogDepth, at, dest, *q.Ready)
+	}
+	if q.Unacked != nil {
+		b.Int(model.MetricBacklogUnacked, at, dest, *q.Unacked)
+	}
+	if q.Consumers != nil {
+		b.Int(model.MetricBacklogConsumers, at, dest, *q.Consumers)
+	}
+	if q.Stats.Publish != nil {
+		b.Float(model.MetricBacklogPublishRate, at, dest, q.Stats.Publish.Rate)
+	}
+	if q.Stats.DeliverGet != nil {
+		b.Float(model.MetricBacklogDeliverRate, at, dest, q.Stats.DeliverGet.Rate)
+	}
+}

@@ -1,0 +1,143 @@
+package rabbitmqtapreceiver
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.uber.org/zap"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver/internal/metadata"
+)
+
+const (
+	transport       = "amqp"
+	formatFirehose  = "rabbitmq_firehose"
+	formatManagment = "rabbitmq_management"
+)
+
+// rabbitTap is one tap: a firehose session kept alive by tap.Run and a
+// management API poller. The tracker and the replay lists are owned by the
+// session's consumer loop (one goroutine at a time, across reconnections);
+// the poller owns its HTTP client and the dead-letter bindings it made.
+// They meet only through the broker: the poller's drain markers travel
+// through the tap's queue, in order with the frames.
+type rabbitTap struct {
+	cfg    *Config
+	logger *zap.Logger
+	tel    *tap.Telemetry
+	obs    *receiverhelper.ObsReport
+
+	// Set while the receivers are created, before Start; nil when the
+	// signal has no pipeline.
+	traces  consumer.Traces
+	metrics consumer.Metrics
+
+	tracker *tracker
+	replay  *replayCache
+	api     *managementAPI
+
+	// now is the clock; time.Now outside tests.
+	now func() time.Time
+
+	lifecycle sync.Mutex
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+}
+
+var _ component.Component = (*rabbitTap)(nil)
+
+func newRabbitTap(cfg *Config, set receiver.Settings) (*rabbitTap, error) {
+	tel, err := tap.NewTelemetry(set.TelemetrySettings, systemRabbitMQ, metadata.ScopeName)
+	if err != nil {
+		return nil, fmt.Errorf("tap telemetry: %w", err)
+	}
+	obs, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             set.ID,
+		Transport:              transport,
+		LongLivedCtx:           true,
+		ReceiverCreateSettings: set,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("receiver telemetry: %w", err)
+	}
+	t := &rabbitTap{
+		cfg:    cfg,
+		logger: set.Logger,
+		tel:    tel,
+		obs:    obs,
+		replay: newReplayCache(4 * cfg.Prefetch * len(cfg.VHosts)),
+		now:    time.Now,
+	}
+	t.tracker = newTracker(cfg.Queue, cfg.IncludeCeleryControl, cfg.MaxTrackedMessages, func(err error) {
+		t.tel.DecodeError(context.Background(), "traceparent", err)
+	})
+	if cfg.Management.Endpoint != "" {
+		t.api = &managementAPI{
+			endpoint: cfg.Management.Endpoint,
+			username: cfg.Management.Username,
+			password: string(cfg.Management.Password),
+			client:   &http.Client{Timeout: cfg.Management.Timeout},
+		}
+	}
+	return t, nil
+}
+
+// Start connects in the background and returns at once.
+func (t *rabbitTap) Start(_ context.Context, _ component.Host) error {
+	t.lifecycle.Lock()
+	defer t.lifecycle.Unlock()
+	if t.cancel != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.cancel = cancel
+	t.logger.Info("rabbitmq tap starting", zap.String("endpoint", t.cfg.Endpoint),
+		zap.Strings("vhosts", t.cfg.VHosts), zap.String("queue", t.cfg.Queue),
+		zap.Bool("management", t.api != nil))
+	if t.traces != nil {
+		t.done.Add(1)
+		go func() {
+			defer t.done.Done()
+			tap.Run(ctx, t.logger, t.tel, t.cfg.Reconnect, t.session)
+		}()
+	}
+	if t.api != nil {
+		t.done.Add(1)
+		go func() {
+			defer t.done.Done()
+			t.poll(ctx)
+		}()
+	}
+	return nil
+}
+
+// Shutdown stops the tap; it is safe without Start and when called twice.
+// Frames not yet acked stay in the tap's queue for the next start.
+func (t *rabbitTap) Shutdown(ctx context.Context) error {
+	t.lifecycle.Lock()
+	cancel := t.cancel
+	t.lifecycle.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	stopped := make(chan struct{})
+	go func() {
+		t.done.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,363 @@
+package rabbitmqtapreceiver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.uber.org/zap"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver/internal/metadata"
+)
+
+// frameRecord is one frame of a batch: where it came from and what the
+// tracker made of it.
+type frameRecord struct {
+	vhost  int
+	tag    uint64
+	digest uint64
+	obs    []tap.Observation
+}
+
+// incoming is a delivery from the tap's queue of one vhost.
+type incoming struct {
+	vhost int
+	d     amqp.Delivery
+}
+
+// vhostConn is the connection and channel reading one vhost's queue.
+type vhostConn struct {
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+// session reads the tap's queue in every vhost until a connection is lost
+// or ctx ends.
+func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var forwarders sync.WaitGroup
+	conns := make([]vhostConn, 0, len(t.cfg.VHosts))
+	defer func() {
+		cancel()
+		for _, c := range conns {
+			_ = c.conn.Close()
+		}
+		forwarders.Wait()
+	}()
+
+	in := make(chan incoming, t.cfg.Prefetch)
+	lost := make(chan error, len(t.cfg.VHosts))
+	for i, vhost := range t.cfg.VHosts {
+		c, deliveries, closed, err := t.open(vhost)
+		if err != nil {
+			return fmt.Errorf("vhost %q: %w", vhost, err)
+		}
+		conns = append(conns, c)
+		forwarders.Add(1)
+		go func() {
+			defer forwarders.Done()
+			for d := range deliveries {
+				select {
+				case in <- incoming{vhost: i, d: d}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			var err error = errors.New("consumer closed")
+			if e := <-closed; e != nil {
+				err = e
+			}
+			lost <- fmt.Errorf("vhost %q: %w", vhost, err)
+		}()
+	}
+	if t.cfg.EnableTracing {
+		for _, vhost := range t.cfg.VHosts {
+			if err := t.api.enableTracing(ctx, vhost); err != nil {
+				return fmt.Errorf("enable tracing on vhost %q: %w", vhost, err)
+			}
+		}
+	}
+	connected()
+	t.logger.Info("rabbitmq tap reading the firehose", zap.Strings("vhosts", t.cfg.VHosts))
+	return t.consume(ctx, conns, in, lost)
+}
+
+// open connects to one vhost, declares and binds the tap's queue and
+// starts consuming it.
+func (t *rabbitTap) open(vhost string) (vhostConn, <-chan amqp.Delivery, chan *amqp.Error, error) {
+	var c vhostConn
+	conn, err := amqp.DialConfig(t.cfg.Endpoint, amqp.Config{
+		Vhost:      vhost,
+		SASL:       []amqp.Authentication{&amqp.PlainAuth{Username: t.cfg.Username, Password: string(t.cfg.Password)}},
+		Heartbeat:  10 * time.Second,
+		Properties: amqp.Table{"connection_name": "flowtrace " + metadata.Type.String()},
+		Dial:       amqp.DefaultDial(10 * time.Second),
+	})
+	if err != nil {
+		return c, nil, nil, fmt.Errorf("dial: %w", err)
+	}
+	c.conn = conn
+	fail := func(op string, err error) (vhostConn, <-chan amqp.Delivery, chan *amqp.Error, error) {
+		_ = conn.Close()
+		return c, nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	if c.ch, err = conn.Channel(); err != nil {
+		return fail("channel", err)
+	}
+	closed := c.ch.NotifyClose(make(chan *amqp.Error, 1))
+	if _, err := c.ch.QueueDeclare(t.cfg.Queue, true, false, false, false, nil); err != nil {
+		return fail("declare queue", err)
+	}
+	for _, key := range [...]string{publishPrefix + "#", deliverPrefix + "#"} {
+		if err := c.ch.QueueBind(t.cfg.Queue, key, traceExchange, false, nil); err != nil {
+			return fail("bind queue", err)
+		}
+	}
+	if err := c.ch.Qos(t.cfg.Prefetch, 0, false); err != nil {
+		return fail("qos", err)
+	}
+	// Exclusive: a second tap on the same queue would see half the frames
+	// and infer wrongly from the rest.
+	deliveries, err := c.ch.Consume(t.cfg.Queue, "flowtrace-tap", false, true, false, false, nil)
+	if err != nil {
+		return fail("consume", err)
+	}
+	return c, deliveries, closed, nil
+}
+
+// consume batches frames: a batch goes to the traces pipeline when it is
+// full or its oldest frame has waited batch::timeout, and its frames are
+// acked once the pipeline took it.
+func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan incoming, lost <-chan error) error {
+	var batch []frameRecord
+	defer func() {
+		// Not acked: the broker gives these again to the next session.
+		t.replay.keep(batch)
+	}()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	timing := false
+	pause := t.cfg.Reconnect.Initial
+	spans := tap.NewSpans(systemRabbitMQ, metadata.ScopeName)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-lost:
+			return err
+		case item := <-in:
+			batch = append(batch, t.handle(ctx, item))
+			if len(batch) < t.cfg.Batch.MaxSize {
+				if !timing {
+					timer.Reset(t.cfg.Batch.Timeout)
+					timing = true
+				}
+				continue
+			}
+		case <-timer.C:
+			timing = false
+		}
+		if timing {
+			timer.Stop()
+			timing = false
+		}
+		retry, err := t.flush(ctx, conns, batch, spans)
+		if err != nil {
+			return err
+		}
+		if !retry {
+			batch = batch[:0]
+			pause = t.cfg.Reconnect.Initial
+			continue
+		}
+		// Refused for now: the frames go back to the queue and come
+		// again; their observations are kept to be sent as they were.
+		t.replay.keep(batch)
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(pause*2, t.cfg.Reconnect.Max)
+	}
+}
+
+// frameDigest tells frames apart well enough to check that a frame given
+// again is the one remembered.
+func frameDigest(d *amqp.Delivery) uint64 {
+	h := xxhash.New()
+	_, _ = h.WriteString(d.Exchange + "\x00" + d.RoutingKey + "\x00")
+	if n, ok := integer(d.Headers["redelivered"]); ok && n != 0 {
+		_, _ = h.WriteString("r")
+	}
+	_, _ = h.Write(d.Body)
+	return h.Sum64()
+}
+
+// handle reads one delivery from the tap's queue.
+func (t *rabbitTap) handle(ctx context.Context, item incoming) frameRecord {
+	d := &item.d
+	rec := frameRecord{vhost: item.vhost, tag: d.DeliveryTag, digest: frameDigest(d)}
+	if d.Redelivered {
+		if obs, ok := t.replay.take(item.vhost, rec.digest); ok {
+			rec.obs = obs
+			return rec
+		}
+	}
+	vhost := t.cfg.VHosts[item.vhost]
+	now := t.now()
+	var err error
+	switch {
+	case d.Exchange == traceExchange:
+		var f frame
+		if f, err = decodeFrame(d.RoutingKey, d.Headers, d.Body); err == nil {
+			err = t.tracker.frame(vhost, &f, now)
+		}
+	case d.Exchange == "" && d.RoutingKey == t.cfg.Queue:
+		err = t.marker(vhost, d.Body)
+	default:
+		m := message{exchange: d.Exchange, routingKeys: []string{d.RoutingKey}, props: propertiesOf(d),
+			bodySize: len(d.Body), bodySum: sha256.Sum256(d.Body)}
+		err = t.tracker.deadCopy(vhost, &m, now)
+	}
+	switch {
+	case errors.Is(err, errNotDeadLetter):
+		t.logger.Debug("skipped a message from a dead-letter exchange that was not dead-lettered", zap.String("exchange", d.Exchange))
+	case err != nil:
+		t.tel.DecodeError(ctx, reasonOf(err), err)
+	}
+	rec.obs = t.tracker.take()
+	return rec
+}
+
+// drainMarker is what the poller puts in the tap's queue when queues had
+// no unacknowledged message: deliveries from them seen before Cutoff are
+// settled, at At.
+type drainMarker struct {
+	At     time.Time `json:"at"`
+	Cutoff time.Time `json:"cutoff"`
+	Queues []string  `json:"queues"`
+}
+
+func (t *rabbitTap) marker(vhost string, body []byte) error {
+	var m drainMarker
+	if err := json.Unmarshal(body, &m); err != nil {
+		return badFrame("marker", err.Error())
+	}
+	for _, q := range m.Queues {
+		t.tracker.drain(vhost, q, m.Cutoff, m.At)
+	}
+	return nil
+}
+
+// flush sends a batch's spans and settles its frames with the broker:
+// acked once the pipeline took them or refused them for good, given back
+// when it refused them for now (retry true). An error is a lost channel.
+func (t *rabbitTap) flush(ctx context.Context, conns []vhostConn, batch []frameRecord, spans *tap.Spans) (retry bool, err error) {
+	if len(batch) == 0 {
+		return false, nil
+	}
+	for i := range batch {
+		for j := range batch[i].obs {
+			switch err := spans.Add(&batch[i].obs[j]); {
+			case errors.Is(err, tap.ErrNoIdentity):
+				t.tel.DecodeError(ctx, "identity", err)
+			case errors.Is(err, tap.ErrBadTraceParent):
+				t.tel.DecodeError(ctx, "traceparent", err)
+			}
+		}
+	}
+	n := spans.Len()
+	var consumeErr error
+	if n > 0 {
+		opCtx := t.obs.StartTracesOp(ctx)
+		consumeErr = t.traces.ConsumeTraces(opCtx, spans.Take())
+		t.obs.EndTracesOp(opCtx, formatFirehose, n, consumeErr)
+	}
+	last := make([]uint64, len(conns))
+	for _, r := range batch {
+		last[r.vhost] = max(last[r.vhost], r.tag)
+	}
+	requeue := consumeErr != nil && !consumererror.IsPermanent(consumeErr)
+	switch {
+	case consumeErr == nil:
+		t.tel.Observed(ctx, n)
+	case requeue:
+		t.logger.Warn("traces pipeline refused a batch; frames go back to the queue", zap.Int("spans", n), zap.Error(consumeErr))
+	default:
+		t.logger.Warn("traces pipeline refused a batch for good; frames dropped", zap.Int("spans", n), zap.Error(consumeErr))
+	}
+	for i, tag := range last {
+		if tag == 0 {
+			continue
+		}
+		var err error
+		if requeue {
+			err = conns[i].ch.Nack(tag, true, true)
+		} else {
+			err = conns[i].ch.Ack(tag, true)
+		}
+		if err != nil {
+			return false, fmt.Errorf("settle frames: %w", err)
+		}
+	}
+	return requeue, nil
+}
+
+// replayCache holds the observations of frames handed out but not acked
+// (after a refused batch or a lost connection), by vhost and digest: when
+// the broker gives such a frame again, its observations are sent as they
+// were, not inferred twice.
+type replayCache struct {
+	frames map[replayKey][][]tap.Observation
+	n, max int
+}
+
+type replayKey struct {
+	vhost  int
+	digest uint64
+}
+
+func newReplayCache(maxFrames int) *replayCache {
+	return &replayCache{frames: map[replayKey][][]tap.Observation{}, max: maxFrames}
+}
+
+// keep remembers the frames of a batch that was not acked.
+func (c *replayCache) keep(batch []frameRecord) {
+	if c.n+len(batch) > c.max {
+		// Far more than the broker can have handed out: these are frames
+		// of a queue that was purged or deleted meanwhile.
+		clear(c.frames)
+		c.n = 0
+	}
+	for _, r := range batch {
+		k := replayKey{r.vhost, r.digest}
+		c.frames[k] = append(c.frames[k], r.obs)
+		c.n++
+	}
+}
+
+// take returns the observations of a frame given again, if it is known.
+func (c *replayCache) take(vhost int, digest uint64) ([]tap.Observation, bool) {
+	k := replayKey{vhost, digest}
+	list := c.frames[k]
+	if len(list) == 0 {
+		return nil, false
+	}
+	if len(list) == 1 {
+		delete(c.frames, k)
+	} else {
+		c.frames[k] = list[1:]
+	}
+	c.n--
+	return list[0], true
+}

@@ -1,0 +1,396 @@
+package rabbitmqtapreceiver
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+const (
+	systemRabbitMQ = "rabbitmq"
+	systemCelery   = "celery"
+	// attrRoutingKey is the semantic conventions' RabbitMQ routing key.
+	attrRoutingKey   = "messaging.rabbitmq.destination.routing_key"
+	keyTaskID        = "task_id"
+	keyCorrelationID = "correlation_id"
+)
+
+// errNotDeadLetter is a message in the tap's queue, from a dead-letter
+// exchange it is bound to, that was not dead-lettered: it is skipped.
+var errNotDeadLetter = errors.New("message without x-death from a dead-letter exchange")
+
+// delivery is what the tap remembers of a message delivered from one
+// queue: its last attempt and whether its settlement is still unknown.
+type delivery struct {
+	key, msgKey, queueKey string
+	// base holds the identity of the message as delivered from the queue,
+	// for the observations inferred later.
+	base        tap.Observation
+	attempt     int
+	deliveredAt time.Time
+	pending     bool
+	newer       *delivery // towards the most recently seen
+	older       *delivery
+}
+
+// tracker turns frames into observations and infers what the firehose
+// does not show: attempts from redeliveries, settlements from what
+// follows, dead letters from x-death. One goroutine owns it (the session's
+// consumer loop, across reconnections).
+type tracker struct {
+	ownQueue       string
+	includeControl bool
+	max            int
+
+	byKey map[string]*delivery
+	// newest and oldest end the list of deliveries by recency; the oldest
+	// is forgotten first.
+	newest, oldest *delivery
+	// Pending deliveries by queue (drains) and by message (a child
+	// publish settles its parent).
+	byQueue   map[string]map[*delivery]struct{}
+	byMessage map[string]map[*delivery]struct{}
+	// deadSeen remembers dead letters already reported: a dead letter is
+	// seen in the tap's queue and again when the dead-letter queue's
+	// consumer receives it.
+	deadSeen  map[string]struct{}
+	deadOrder []string
+	deadNext  int
+
+	// badTraceParent counts traceparent headers that are not strings.
+	badTraceParent func(error)
+
+	out []tap.Observation
+}
+
+func newTracker(ownQueue string, includeControl bool, maxTracked int, badTraceParent func(error)) *tracker {
+	return &tracker{
+		ownQueue: ownQueue, includeControl: includeControl, max: maxTracked,
+		byKey:          map[string]*delivery{},
+		byQueue:        map[string]map[*delivery]struct{}{},
+		byMessage:      map[string]map[*delivery]struct{}{},
+		deadSeen:       map[string]struct{}{},
+		deadOrder:      make([]string, max(maxTracked/4, 1)),
+		badTraceParent: badTraceParent,
+	}
+}
+
+// take returns the observations gathered since the last take.
+func (t *tracker) take() []tap.Observation {
+	out := t.out
+	t.out = nil
+	return out
+}
+
+// identity is a message's identity and flow keys, read from its headers.
+type identity struct {
+	obs      tap.Observation // System, MessageID, Operation, Attempt, Keys, trace, body size
+	msgKey   string
+	parentID string // a Celery task's parent
+	death    death
+	hasDeath bool
+}
+
+func (t *tracker) identify(vhost string, m *message) (identity, error) {
+	var id identity
+	h := m.props.headers
+	var err error
+	if id.death, id.hasDeath, err = decodeDeath(h); err != nil {
+		return id, err
+	}
+	if v, present := h[traceParentKey]; present {
+		if s, ok := v.(string); ok {
+			id.obs.TraceParent = s
+		} else {
+			t.badTraceParent(badFrame("traceparent", "not a string"))
+		}
+	}
+	task, isTask, err := decodeCelery(h)
+	if err != nil {
+		return id, err
+	}
+	o := &id.obs
+	if isTask {
+		o.System = systemCelery
+		o.MessageID = task.id
+		o.Operation = task.name
+		o.Attempt = int(task.retries) + 1
+		o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: task.id})
+		o.TraceKey = task.id
+		if task.rootID != "" {
+			o.TraceKey = task.rootID
+			if task.rootID != task.id {
+				o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: task.rootID})
+			}
+		}
+		if task.parentID != "" && task.parentID != task.id && task.parentID != task.rootID {
+			o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: task.parentID})
+		}
+		id.parentID = task.parentID
+	} else {
+		o.System = systemRabbitMQ
+		o.MessageID = m.props.messageID
+		if o.MessageID == "" {
+			var d *death
+			if id.hasDeath {
+				d = &id.death
+			}
+			o.MessageID = fingerprint(m, d)
+		}
+		o.Attempt = 1
+		if m.props.correlationID != "" {
+			o.Keys = append(o.Keys, model.Key{Kind: keyCorrelationID, Value: m.props.correlationID})
+		}
+	}
+	o.BodySize = int64(m.bodySize)
+	if len(m.routingKeys) > 0 {
+		o.Attrs = []tap.Attr{tap.String(attrRoutingKey, m.routingKeys[0])}
+	}
+	id.msgKey = vhost + "\x00" + o.System + "\x00" + o.MessageID
+	return id, nil
+}
+
+// skip says whether a frame is the tap's own traffic or Celery's control
+// traffic.
+func (t *tracker) skip(f *frame) bool {
+	m := &f.msg
+	if f.kind == frameDeliver {
+		return f.queue == t.ownQueue || (!t.includeControl && (celeryControl(f.queue) || celeryControl(m.exchange)))
+	}
+	if m.exchange == "" && len(m.routingKeys) == 1 && m.routingKeys[0] == t.ownQueue {
+		return true // a drain marker
+	}
+	if t.includeControl {
+		return false
+	}
+	if celeryControl(m.exchange) {
+		return true
+	}
+	return m.exchange == "" && len(m.routingKeys) == 1 && celeryControl(m.routingKeys[0])
+}
+
+// frame reads one firehose frame, seen at now.
+func (t *tracker) frame(vhost string, f *frame, now time.Time) error {
+	if t.skip(f) {
+		return nil
+	}
+	id, err := t.identify(vhost, &f.msg)
+	if err != nil {
+		return err
+	}
+	switch f.kind {
+	case framePublish:
+		o := id.obs
+		o.Kind = tap.Publish
+		o.Time = now
+		o.Destination = f.msg.exchange
+		if o.Destination == "" && len(f.msg.routingKeys) > 0 {
+			o.Destination = f.msg.routingKeys[0] // the default exchange routes to the queue of that name
+		}
+		t.out = append(t.out, o)
+		if id.parentID != "" {
+			// A task published from its parent's run: the parent was
+			// received and, as far as the broker knows, settled by then.
+			t.settleMessage(vhost+"\x00"+id.obs.System+"\x00"+id.parentID, now)
+		}
+	case frameDeliver:
+		t.deliver(vhost, f, &id, now)
+	}
+	if id.hasDeath {
+		at := id.death.time
+		if at.IsZero() {
+			at = now
+		}
+		t.deadLetter(vhost, &id, at)
+	}
+	return nil
+}
+
+// deadCopy reads a dead-lettered message that reached the tap's queue
+// through a dead-letter exchange it is bound to, seen at now.
+func (t *tracker) deadCopy(vhost string, m *message, now time.Time) error {
+	id, err := t.identify(vhost, m)
+	if err != nil {
+		return err
+	}
+	if !id.hasDeath {
+		return errNotDeadLetter
+	}
+	t.deadLetter(vhost, &id, now)
+	return nil
+}
+
+func (t *tracker) deliver(vhost string, f *frame, id *identity, now time.Time) {
+	queueKey := vhost + "\x00" + f.queue
+	key := id.msgKey + "\x00" + f.queue
+	d := t.byKey[key]
+	attempt := id.obs.Attempt
+	if id.hasDeath {
+		// Back in a queue it was dead-lettered from (a retry through a
+		// dead-letter exchange): each time it left was an attempt.
+		for _, c := range id.death.counts {
+			if c.queue == f.queue {
+				attempt = max(attempt, int(c.count)+1)
+			}
+		}
+	}
+	if f.redelivered {
+		if d != nil {
+			attempt = max(attempt, d.attempt+1)
+		} else {
+			attempt++
+		}
+	}
+	if d != nil && d.pending && attempt > d.attempt {
+		// Delivered again: the attempt before was given back.
+		t.settle(d, tap.Nack, now)
+	}
+	if d == nil {
+		d = &delivery{key: key, msgKey: id.msgKey, queueKey: queueKey}
+		t.byKey[key] = d
+		t.pushNewest(d)
+		t.evict()
+	} else {
+		t.unlink(d)
+		t.pushNewest(d)
+	}
+	o := id.obs
+	o.Kind = tap.Deliver
+	o.Time = now
+	o.Destination = f.queue
+	o.ConsumerGroup = f.queue
+	o.Attempt = attempt
+	t.out = append(t.out, o)
+
+	d.base = o
+	d.attempt = attempt
+	d.deliveredAt = now
+	t.setPending(d, true)
+}
+
+// deadLetter reports the newest x-death entry of a message once.
+func (t *tracker) deadLetter(vhost string, id *identity, at time.Time) {
+	dl := &id.death
+	seenKey := id.msgKey + "\x00" + dl.queue + "\x00" + dl.reason + "\x00" + strconv.FormatInt(dl.count, 10)
+	if _, seen := t.deadSeen[seenKey]; seen {
+		return
+	}
+	if old := t.deadOrder[t.deadNext]; old != "" {
+		delete(t.deadSeen, old)
+	}
+	t.deadOrder[t.deadNext] = seenKey
+	t.deadNext = (t.deadNext + 1) % len(t.deadOrder)
+	t.deadSeen[seenKey] = struct{}{}
+
+	o := id.obs
+	o.Kind = tap.DeadLetter
+	o.Time = at
+	o.Destination = dl.queue
+	o.ConsumerGroup = dl.queue
+	o.Reason = dl.reason
+	o.Attempt = 0
+	if d := t.byKey[id.msgKey+"\x00"+dl.queue]; d != nil {
+		o.Attempt = d.attempt
+		t.setPending(d, false)
+	}
+	t.out = append(t.out, o)
+}
+
+// drain settles, as acked at at, every pending delivery from the queue
+// seen before cutoff: the broker reported no unacknowledged message there.
+func (t *tracker) drain(vhost, queue string, cutoff, at time.Time) {
+	for d := range t.byQueue[vhost+"\x00"+queue] {
+		if d.deliveredAt.Before(cutoff) {
+			t.settle(d, tap.Ack, at)
+		}
+	}
+}
+
+// settleMessage settles, as acked at at, every pending delivery of a
+// message.
+func (t *tracker) settleMessage(msgKey string, at time.Time) {
+	for d := range t.byMessage[msgKey] {
+		t.settle(d, tap.Ack, at)
+	}
+}
+
+func (t *tracker) settle(d *delivery, outcome string, at time.Time) {
+	o := d.base
+	o.Kind = tap.Settle
+	o.Time = at
+	o.Outcome = outcome
+	o.Inferred = true
+	t.out = append(t.out, o)
+	t.setPending(d, false)
+}
+
+func (t *tracker) setPending(d *delivery, pending bool) {
+	if d.pending == pending {
+		return
+	}
+	d.pending = pending
+	if pending {
+		index(t.byQueue, d.queueKey, d)
+		index(t.byMessage, d.msgKey, d)
+	} else {
+		unindex(t.byQueue, d.queueKey, d)
+		unindex(t.byMessage, d.msgKey, d)
+	}
+}
+
+func index(m map[string]map[*delivery]struct{}, k string, d *delivery) {
+	set := m[k]
+	if set == nil {
+		set = map[*delivery]struct{}{}
+		m[k] = set
+	}
+	set[d] = struct{}{}
+}
+
+func unindex(m map[string]map[*delivery]struct{}, k string, d *delivery) {
+	set := m[k]
+	delete(set, d)
+	if len(set) == 0 {
+		delete(m, k)
+	}
+}
+
+func (t *tracker) pushNewest(d *delivery) {
+	d.older = t.newest
+	d.newer = nil
+	if t.newest != nil {
+		t.newest.newer = d
+	}
+	t.newest = d
+	if t.oldest == nil {
+		t.oldest = d
+	}
+}
+
+func (t *tracker) unlink(d *delivery) {
+	if d.newer != nil {
+		d.newer.older = d.older
+	} else {
+		t.newest = d.older
+	}
+	if d.older != nil {
+		d.older.newer = d.newer
+	} else {
+		t.oldest = d.newer
+	}
+	d.newer, d.older = nil, nil
+}
+
+// evict forgets the least recently seen deliveries past the bound; their
+// settlement stays unknown.
+func (t *tracker) evict() {
+	for len(t.byKey) > t.max {
+		d := t.oldest
+		t.unlink(d)
+		t.setPending(d, false)
+		delete(t.byKey, d.key)
+	}
+}
