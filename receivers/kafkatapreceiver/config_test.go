@@ -1,0 +1,116 @@
+package kafkatapreceiver
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/config/configtls"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+	"github.com/flowtrace/flowtrace/receivers/kafkatapreceiver/internal/metadata"
+)
+
+func loadConfig(t *testing.T, name string) *Config {
+	t.Helper()
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	id := component.NewID(metadata.Type)
+	if name != "" {
+		id = component.NewIDWithName(metadata.Type, name)
+	}
+	sub, err := cm.Sub(id.String())
+	require.NoError(t, err)
+	cfg := NewFactory().CreateDefaultConfig().(*Config)
+	require.NoError(t, sub.Unmarshal(cfg))
+	return cfg
+}
+
+func TestDefaultConfig(t *testing.T) {
+	cfg := loadConfig(t, "")
+	require.NoError(t, confmap.Validate(cfg))
+	want := createDefaultConfig()
+	want.Topics = []string{"orders"}
+	assert.Equal(t, want, cfg)
+	assert.Equal(t, []string{"127.0.0.1:9092"}, cfg.Brokers)
+	assert.Equal(t, StartLatest, cfg.StartAt)
+}
+
+func TestCustomConfig(t *testing.T) {
+	cfg := loadConfig(t, "custom")
+	require.NoError(t, confmap.Validate(cfg))
+	tlsCfg := configtls.NewDefaultClientConfig()
+	tlsCfg.CAFile = "/etc/kafka/ca.pem"
+	assert.Equal(t, &Config{
+		Brokers:                 []string{"kafka-1:9092", "kafka-2:9092"},
+		ClientID:                "tap-1",
+		TLS:                     configoptional.Some(tlsCfg),
+		SASL:                    configoptional.Some(SASLConfig{Mechanism: SASLScramSHA512, Username: "tap", Password: "secret"}),
+		Topics:                  []string{"orders", "shipments"},
+		TopicRegexes:            []string{`^orders\..*`},
+		StartAt:                 StartEarliest,
+		MetadataRefreshInterval: 30 * time.Second,
+		ConsumerGroups:          []string{"billing", "shipping"},
+		PollInterval:            2 * time.Second,
+		Timeout:                 time.Second,
+		MaxPendingPerPartition:  5000,
+		KeyHeaders:              map[string]string{"order_id": "order_id", "x-customer": "customer_id"},
+		TraceparentHeader:       "x-traceparent",
+		RetryTopics:             []string{"{topic}.retry.{attempt}"},
+		DeadLetterTopics:        []string{"{topic}.dlq", "{topic}-dlt"},
+		OriginalHeaders: OriginalHeaders{
+			Topic: "x-orig-topic", Partition: "x-orig-partition", Offset: "x-orig-offset", ConsumerGroup: "x-orig-group",
+		},
+		Reconnect: tap.Backoff{Initial: time.Second, Max: time.Minute},
+	}, cfg)
+}
+
+func TestInvalidConfigs(t *testing.T) {
+	for name, wants := range map[string][]string{
+		"no_topics": {
+			"brokers: must name at least one broker",
+			"topics: topics or topic_regexes must name at least one topic",
+		},
+		"bad_values": {
+			`brokers[0]: "localhost" is not host:port`,
+			"client_id: must not be empty",
+			`topics[0]: "bad topic" is not a Kafka topic name`,
+			"topic_regexes[0]: error parsing regexp",
+			`start_at: must be "latest" or "earliest", got "middle"`,
+			"consumer_groups[0]: must not be empty",
+			"poll_interval: must be positive",
+			"timeout: must be positive",
+			"max_pending_per_partition: must be positive",
+			`key_headers: "order_id": "": header and key kind must not be empty`,
+			"traceparent_header: must not be empty",
+			`retry_topics[0]: "{topic}.retry": needs {attempt} exactly once`,
+			`dead_letter_topics[0]: "dlq": needs {topic} exactly once`,
+			`sasl::mechanism: must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, got "GSSAPI"`,
+			"sasl::username: must not be empty",
+			"reconnect::initial_interval: must be positive",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := confmap.Validate(loadConfig(t, name))
+			require.Error(t, err)
+			for _, want := range wants {
+				assert.ErrorContains(t, err, want)
+			}
+		})
+	}
+}
+
+func TestTooManyGroups(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.Topics = []string{"orders"}
+	for i := range maxGroups + 1 {
+		cfg.ConsumerGroups = append(cfg.ConsumerGroups, "g"+string(rune('a'+i%26))+string(rune('a'+i/26)))
+	}
+	assert.ErrorContains(t, cfg.Validate(), "consumer_groups: at most 64 groups, got 65")
+}

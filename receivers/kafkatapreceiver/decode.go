@@ -1,0 +1,384 @@
+package kafkatapreceiver
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+const system = "kafka"
+
+// Span attributes of the Kafka messaging conventions.
+const (
+	attrOffset     = "messaging.kafka.offset"
+	attrMessageKey = "messaging.kafka.message.key"
+)
+
+// Bounds on what a header may carry into a span.
+const (
+	maxValueLen  = 256 // key header values, record keys, reasons
+	maxGroupLen  = 255
+	maxOriginIDs = 1 << 16 // retry records whose origin is remembered
+)
+
+// Decode error reasons: short fixed words, never broker data.
+const (
+	reasonKey         = "key"
+	reasonHeader      = "header"
+	reasonTraceparent = "traceparent"
+	reasonOrigin      = "original_headers"
+	reasonGroup       = "original_group"
+	reasonReason      = "reason"
+)
+
+var (
+	errNotUTF8      = errors.New("not UTF-8")
+	errTooLong      = errors.New("too long")
+	errBadTopic     = errors.New("not a topic name")
+	errBadNumber    = errors.New("not a non-negative number")
+	errMissingCoord = errors.New("topic without partition or offset")
+)
+
+// recordKind is what a record stands for.
+type recordKind uint8
+
+const (
+	recordPublish    recordKind = iota // a message published to its topic
+	recordRetry                        // a copy of a message on a retry topic
+	recordDeadLetter                   // a copy of a message on a dead-letter topic
+)
+
+// decoded is what a record said that the tap keeps after the record is
+// gone: enough to settle it for a group later.
+type decoded struct {
+	kind        recordKind
+	messageID   string
+	traceParent string
+	attempt     int
+}
+
+// decoder turns Kafka records into observations. It remembers which
+// message each retry record carries on, so a later copy of the retry record
+// (on the next retry topic, or the dead-letter topic) joins the first.
+// Owned by the tap's run goroutine.
+type decoder struct {
+	keyHeaders        map[string]string
+	traceparentHeader string
+	orig              OriginalHeaders
+	retry             []topicPattern
+	deadLetter        []topicPattern
+
+	origins     map[string]string // retry record id → id of the message it carries on
+	originOrder []string          // origins' keys, oldest first, as a ring
+	originNext  int
+
+	keys []model.Key // scratch, valid until the next decode
+	id   []byte      // scratch
+}
+
+func newDecoder(cfg *Config) *decoder {
+	d := &decoder{
+		keyHeaders:        cfg.KeyHeaders,
+		traceparentHeader: cfg.TraceparentHeader,
+		orig:              cfg.OriginalHeaders,
+		origins:           map[string]string{},
+	}
+	for _, p := range cfg.RetryTopics {
+		compiled, _ := compilePattern(p, true)
+		d.retry = append(d.retry, compiled)
+	}
+	for _, p := range cfg.DeadLetterTopics {
+		compiled, _ := compilePattern(p, false)
+		d.deadLetter = append(d.deadLetter, compiled)
+	}
+	return d
+}
+
+// classify says what a topic's records stand for, and of which base topic.
+func (d *decoder) classify(topic string) (recordKind, string, int) {
+	for _, p := range d.deadLetter {
+		if base, _, ok := p.match(topic); ok {
+			return recordDeadLetter, base, 0
+		}
+	}
+	for _, p := range d.retry {
+		if base, retry, ok := p.match(topic); ok {
+			return recordRetry, base, retry + 1
+		}
+	}
+	return recordPublish, topic, 0
+}
+
+// decode reads r into observations, appended to obs, and reports what it
+// could not read (reason is a fixed word). The observations' Keys are
+// scratch, valid until the next call. Nothing of the record's value is
+// kept but its size.
+func (d *decoder) decode(r *kgo.Record, obs []tap.Observation, report func(reason string, err error)) ([]tap.Observation, decoded) {
+	kind, base, attempt := d.classify(r.Topic)
+	own := d.recordID(r.Topic, r.Partition, r.Offset)
+	out := decoded{kind: kind, messageID: own, attempt: attempt}
+	d.keys = d.keys[:0]
+
+	var origTopic, origPartition, origOffset, group, reason []byte
+	var haveTopic, havePartition, haveOffset, haveGroup bool
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		switch {
+		case h.Key == d.traceparentHeader:
+			if out.traceParent != "" {
+				continue
+			}
+			tp := string(h.Value)
+			if _, _, ok := tap.ParseTraceParent(tp); !ok {
+				report(reasonTraceparent, tap.ErrBadTraceParent)
+				continue
+			}
+			out.traceParent = tp
+		case kind != recordPublish && h.Key == d.orig.Topic && h.Key != "":
+			if !haveTopic {
+				origTopic, haveTopic = h.Value, true
+			}
+		case kind != recordPublish && h.Key == d.orig.Partition && h.Key != "":
+			if !havePartition {
+				origPartition, havePartition = h.Value, true
+			}
+		case kind != recordPublish && h.Key == d.orig.Offset && h.Key != "":
+			if !haveOffset {
+				origOffset, haveOffset = h.Value, true
+			}
+		case kind != recordPublish && h.Key == d.orig.ConsumerGroup && h.Key != "":
+			if !haveGroup {
+				group, haveGroup = h.Value, true
+			}
+		case kind != recordPublish && h.Key == d.orig.Reason && h.Key != "":
+			reason = h.Value
+		default:
+			keyKind, ok := d.keyHeaders[h.Key]
+			if !ok || len(h.Value) == 0 {
+				continue
+			}
+			if err := checkText(h.Value, maxValueLen); err != nil {
+				report(reasonHeader, err)
+				continue
+			}
+			d.keys = append(d.keys, model.Key{Kind: keyKind, Value: string(h.Value)})
+		}
+	}
+
+	// A copy names the record it copies: it is that record's message.
+	var origin string
+	var originPartition int32 = -1
+	if haveTopic || havePartition || haveOffset {
+		topic, partition, offset, err := parseOrigin(origTopic, origPartition, origOffset)
+		if err != nil {
+			report(reasonOrigin, err)
+		} else {
+			origin = topic
+			originPartition = partition
+			out.messageID = d.resolve(d.recordID(topic, partition, offset))
+			if kind == recordRetry {
+				d.remember(own, out.messageID)
+			}
+		}
+	}
+	var groupName string
+	if haveGroup {
+		if err := checkText(group, maxGroupLen); err != nil {
+			report(reasonGroup, err)
+		} else {
+			groupName = string(group)
+		}
+	}
+	var reasonText string
+	if reason != nil {
+		if !utf8.Valid(reason) {
+			report(reasonReason, errNotUTF8)
+		} else {
+			reasonText = truncate(string(reason), maxValueLen)
+		}
+	}
+
+	var attrs []tap.Attr
+	if r.Key != nil {
+		if !utf8.Valid(r.Key) {
+			report(reasonKey, errNotUTF8)
+		} else {
+			attrs = append(attrs, tap.String(attrMessageKey, truncate(string(r.Key), maxValueLen)))
+		}
+	}
+	at := r.Timestamp
+	partition := strconv.FormatInt(int64(r.Partition), 10)
+
+	switch kind {
+	case recordPublish, recordRetry:
+		obs = append(obs, tap.Observation{
+			Kind: tap.Publish, Time: at, System: system,
+			Destination: r.Topic, Partition: partition, MessageID: out.messageID,
+			Attempt: attempt, BodySize: int64(len(r.Value)),
+			Keys: d.keys, TraceParent: out.traceParent,
+			Attrs: append(attrs, tap.Int(attrOffset, r.Offset)),
+		})
+		if kind == recordRetry && groupName != "" {
+			// The group gave up on the attempt before this one.
+			failed := tap.Observation{
+				Kind: tap.Settle, Time: at, System: system,
+				Destination: base, MessageID: out.messageID, ConsumerGroup: groupName,
+				Outcome: tap.Nack, Inferred: true, Attempt: max(attempt-1, 1), Reason: reasonText,
+				TraceParent: out.traceParent,
+			}
+			if origin != "" {
+				failed.Destination = origin
+				failed.Partition = strconv.FormatInt(int64(originPartition), 10)
+			}
+			obs = append(obs, failed)
+		}
+	case recordDeadLetter:
+		dl := tap.Observation{
+			Kind: tap.DeadLetter, Time: at, System: system,
+			Destination: base, MessageID: out.messageID, ConsumerGroup: groupName,
+			Reason: reasonText, Keys: d.keys, TraceParent: out.traceParent, Attrs: attrs,
+		}
+		if originPartition >= 0 {
+			dl.Partition = strconv.FormatInt(int64(originPartition), 10)
+		}
+		obs = append(obs, dl)
+	}
+	return obs, out
+}
+
+// recordID is a record's identity, "<topic>/<partition>/<offset>", as the
+// correlator derives it for application Kafka spans.
+func (d *decoder) recordID(topic string, partition int32, offset int64) string {
+	b := append(d.id[:0], topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(partition), 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, offset, 10)
+	d.id = b
+	return string(b)
+}
+
+// resolve follows a retry record's id to the message it carries on.
+func (d *decoder) resolve(id string) string {
+	if first, ok := d.origins[id]; ok {
+		return first
+	}
+	return id
+}
+
+// remember records that the retry record own carries on message first,
+// forgetting the oldest such record past maxOriginIDs.
+func (d *decoder) remember(own, first string) {
+	if own == first {
+		return
+	}
+	if _, ok := d.origins[own]; ok {
+		d.origins[own] = first
+		return
+	}
+	if len(d.originOrder) < maxOriginIDs {
+		d.originOrder = append(d.originOrder, own)
+	} else {
+		delete(d.origins, d.originOrder[d.originNext])
+		d.originOrder[d.originNext] = own
+		d.originNext = (d.originNext + 1) % maxOriginIDs
+	}
+	d.origins[own] = first
+}
+
+// parseOrigin reads the original-record headers.
+func parseOrigin(topic, partition, offset []byte) (string, int32, int64, error) {
+	if partition == nil || offset == nil || topic == nil {
+		return "", 0, 0, errMissingCoord
+	}
+	if !validTopic(string(topic)) {
+		return "", 0, 0, errBadTopic
+	}
+	p, err := parseNumber(partition, 4)
+	if err != nil || p > 1<<31-1 {
+		return "", 0, 0, errBadNumber
+	}
+	o, err := parseNumber(offset, 8)
+	if err != nil {
+		return "", 0, 0, err
+	}
+	return string(topic), int32(p), o, nil
+}
+
+// parseNumber reads a non-negative integer written as decimal text or, when
+// not all digits, as a big-endian integer of width bytes (how Java's
+// ByteBuffer writes an int or a long). A binary partition or offset made
+// only of ASCII digits would be beyond any real one, so the two readings
+// never clash.
+func parseNumber(b []byte, width int) (int64, error) {
+	digits := len(b) > 0 && len(b) <= 19
+	for _, c := range b {
+		digits = digits && c >= '0' && c <= '9'
+	}
+	var v int64
+	switch {
+	case digits:
+		n, err := strconv.ParseInt(string(b), 10, 64)
+		if err != nil {
+			return 0, errBadNumber
+		}
+		v = n
+	case len(b) == width && width == 4:
+		v = int64(int32(binary.BigEndian.Uint32(b)))
+	case len(b) == width && width == 8:
+		v = int64(binary.BigEndian.Uint64(b))
+	default:
+		return 0, errBadNumber
+	}
+	if v < 0 {
+		return 0, errBadNumber
+	}
+	return v, nil
+}
+
+// checkText accepts non-empty UTF-8 of at most limit bytes.
+func checkText(b []byte, limit int) error {
+	if len(b) > limit {
+		return errTooLong
+	}
+	if !utf8.Valid(b) {
+		return errNotUTF8
+	}
+	return nil
+}
+
+// truncate cuts valid UTF-8 s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// settleTime spreads the settlements a poll found between the previous poll
+// and this one, by offset: a record nearer the new commit was settled later.
+// It is never before the record was published nor after now.
+func settleTime(prev, now time.Time, from, to, offset int64, published time.Time) time.Time {
+	t := now
+	if span := to - from; span > 0 && now.After(prev) {
+		frac := float64(offset-from+1) / float64(span)
+		t = prev.Add(time.Duration(frac * float64(now.Sub(prev))))
+	}
+	if t.Before(published) {
+		t = published
+	}
+	if t.After(now) {
+		t = now
+	}
+	return t
+}

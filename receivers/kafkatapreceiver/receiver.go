@@ -1,0 +1,402 @@
+package kafkatapreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+	"github.com/flowtrace/flowtrace/receivers/kafkatapreceiver/internal/metadata"
+)
+
+// maxPollRecords bounds the records turned into one batch of spans.
+const maxPollRecords = 10_000
+
+// kafkaTap reads the configured topics as a direct consumer (no group, no
+// commits: the applications' groups never see it) and polls the watched
+// groups' commits. Start and Shutdown are called by the collector's
+// goroutine; everything else — the decoder, the partitions' pending
+// records, the span and metric batches — is owned by the run goroutine.
+type kafkaTap struct {
+	cfg        *Config
+	set        receiver.Settings
+	logger     *zap.Logger
+	tel        *tap.Telemetry
+	evicted    metric.Int64Counter
+	obsTraces  *receiverhelper.ObsReport
+	obsMetrics *receiverhelper.ObsReport
+	extraOpts  []kgo.Opt // tests only: a dialer in front of the brokers
+
+	// Set by the factory before Start.
+	traces  consumer.Traces
+	metrics consumer.Metrics
+
+	cancel  context.CancelFunc
+	done    chan struct{}
+	stopped sync.Once
+	client  *kgo.Client
+
+	// lost is the last connection failure the client saw since the
+	// session started; cancelPoll ends the poll waiting on the broker.
+	lost       atomic.Pointer[error]
+	cancelPoll atomic.Pointer[context.CancelFunc]
+
+	// Owned by the run goroutine.
+	ctx        context.Context
+	started    time.Time
+	admin      *kadm.Client
+	decoder    *decoder
+	partitions map[string]map[int32]*partitionState
+	spans      *tap.Spans
+	backlog    *tap.Backlog
+	obs        []tap.Observation
+	nextPoll   time.Time
+	broker     string
+}
+
+func newTap(cfg *Config, set receiver.Settings) (*kafkaTap, error) {
+	tel, err := tap.NewTelemetry(set.TelemetrySettings, system, metadata.ScopeName)
+	if err != nil {
+		return nil, err
+	}
+	evicted, err := set.MeterProvider.Meter(metadata.ScopeName).Int64Counter("flowtrace.tap.pending_evicted",
+		metric.WithDescription("Tapped records forgotten before every watched group committed past them: their settlement is not reported."),
+		metric.WithUnit("{record}"))
+	if err != nil {
+		return nil, err
+	}
+	obs := func() (*receiverhelper.ObsReport, error) {
+		return receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+			ReceiverID: set.ID, Transport: system, LongLivedCtx: true, ReceiverCreateSettings: set,
+		})
+	}
+	t := &kafkaTap{cfg: cfg, set: set, logger: set.Logger, tel: tel, evicted: evicted}
+	if t.obsTraces, err = obs(); err != nil {
+		return nil, err
+	}
+	if t.obsMetrics, err = obs(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Start creates the client and starts reading; it does not wait for the
+// brokers.
+func (t *kafkaTap) Start(ctx context.Context, _ component.Host) error {
+	opts, err := t.clientOpts(ctx)
+	if err != nil {
+		return err
+	}
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	t.client = client
+	t.admin = kadm.NewClient(client)
+	t.decoder = newDecoder(t.cfg)
+	t.partitions = map[string]map[int32]*partitionState{}
+	t.spans = tap.NewSpans(system, metadata.ScopeName)
+	t.backlog = tap.NewBacklog(system, metadata.ScopeName)
+	t.broker = t.cfg.Brokers[0]
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	t.ctx, t.cancel, t.done = runCtx, cancel, make(chan struct{})
+	go func() {
+		defer close(t.done)
+		tap.Run(runCtx, t.logger, t.tel, t.cfg.Reconnect, t.session)
+	}()
+	return nil
+}
+
+// Shutdown stops reading and closes the client. Safe without Start and
+// more than once.
+func (t *kafkaTap) Shutdown(ctx context.Context) error {
+	var err error
+	t.stopped.Do(func() {
+		if t.cancel == nil {
+			return
+		}
+		t.cancel()
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		t.client.Close()
+	})
+	return err
+}
+
+func (t *kafkaTap) clientOpts(ctx context.Context) ([]kgo.Opt, error) {
+	t.started = time.Now()
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(t.cfg.Brokers...),
+		kgo.ClientID(t.cfg.ClientID),
+		kgo.MetadataMaxAge(t.cfg.MetadataRefreshInterval),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.WithHooks(connectionHook{t}),
+	}
+	if len(t.cfg.TopicRegexes) == 0 {
+		opts = append(opts, kgo.ConsumeTopics(t.cfg.Topics...))
+	} else {
+		exprs := append([]string(nil), t.cfg.TopicRegexes...)
+		for _, topic := range t.cfg.Topics {
+			exprs = append(exprs, "^"+regexp.QuoteMeta(topic)+"$")
+		}
+		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics(exprs...))
+	}
+	if t.cfg.StartAt == StartEarliest {
+		opts = append(opts, kgo.ConsumeStartOffset(kgo.NewOffset().AtStart()))
+	} else {
+		// The end of the partitions there are now, the start of those
+		// created later.
+		opts = append(opts, kgo.ConsumeStartOffset(kgo.NewOffset().AfterMilli(t.started.UnixMilli())))
+	}
+	if tlsCfg := t.cfg.TLS.Get(); tlsCfg != nil {
+		c, err := tlsCfg.LoadTLSConfig(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		opts = append(opts, kgo.DialTLSConfig(c))
+	}
+	if s := t.cfg.SASL.Get(); s != nil {
+		switch s.Mechanism {
+		case SASLScramSHA256:
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: string(s.Password)}.AsSha256Mechanism()))
+		case SASLScramSHA512:
+			opts = append(opts, kgo.SASL(scram.Auth{User: s.Username, Pass: string(s.Password)}.AsSha512Mechanism()))
+		default:
+			opts = append(opts, kgo.SASL(plain.Auth{User: s.Username, Pass: string(s.Password)}.AsMechanism()))
+		}
+	}
+	return append(opts, t.extraOpts...), nil
+}
+
+// connectionHook tells the session when the client could not reach a
+// broker, so the time without it is counted.
+type connectionHook struct{ t *kafkaTap }
+
+var _ kgo.HookBrokerConnect = connectionHook{}
+
+func (h connectionHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err == nil {
+		return
+	}
+	h.t.lost.Store(&err)
+	if cancel := h.t.cancelPoll.Load(); cancel != nil {
+		(*cancel)()
+	}
+}
+
+// session reads records and polls offsets while the brokers answer. It
+// returns when one cannot be reached; the client keeps its positions, so
+// the next session goes on where this one stopped.
+func (t *kafkaTap) session(ctx context.Context, connected tap.Connected) error {
+	pingCtx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
+	err := t.client.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	t.lost.Store(nil)
+	connected()
+	for {
+		if lost := t.lost.Load(); lost != nil {
+			return fmt.Errorf("connect: %w", *lost)
+		}
+		if !time.Now().Before(t.nextPoll) {
+			err := t.poll(ctx)
+			t.flush(ctx)
+			if err != nil {
+				return err
+			}
+			t.nextPoll = time.Now().Add(t.cfg.PollInterval)
+		}
+		pollCtx, cancel := context.WithDeadline(ctx, t.nextPoll)
+		t.cancelPoll.Store(&cancel)
+		if t.lost.Load() != nil {
+			cancel()
+		}
+		fetches := t.client.PollRecords(pollCtx, maxPollRecords)
+		t.cancelPoll.Store(nil)
+		cancel()
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return ctx.Err()
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
+			}
+			t.logger.Warn("kafka fetch failed", zap.String("topic", topic), zap.Int32("partition", partition), zap.Error(err))
+		})
+		fetches.EachRecord(t.observe)
+		t.flush(ctx)
+	}
+}
+
+// observe turns one record into observations and keeps it pending for the
+// watched groups.
+func (t *kafkaTap) observe(r *kgo.Record) {
+	var dec decoded
+	t.obs, dec = t.decoder.decode(r, t.obs[:0], t.decodeError)
+	t.add(t.obs)
+	groups := len(t.cfg.ConsumerGroups)
+	if groups == 0 {
+		return
+	}
+	evicted := t.partition(r.Topic, r.Partition).add(pendingRecord{
+		offset: r.Offset, published: r.Timestamp, messageID: dec.messageID,
+		traceParent: dec.traceParent, attempt: dec.attempt, copy: dec.kind == recordDeadLetter,
+	}, t.cfg.MaxPendingPerPartition, groups)
+	if evicted {
+		t.evicted.Add(t.ctx, 1, metric.WithAttributes(attribute.String("tap", system)))
+	}
+}
+
+func (t *kafkaTap) decodeError(reason string, err error) {
+	t.tel.DecodeError(t.ctx, reason, err)
+}
+
+func (t *kafkaTap) add(obs []tap.Observation) {
+	if t.traces == nil {
+		return
+	}
+	for i := range obs {
+		if err := t.spans.Add(&obs[i]); err != nil {
+			t.tel.DecodeError(t.ctx, "observation", err)
+		}
+	}
+}
+
+func (t *kafkaTap) partition(topic string, partition int32) *partitionState {
+	byPartition, ok := t.partitions[topic]
+	if !ok {
+		byPartition = map[int32]*partitionState{}
+		t.partitions[topic] = byPartition
+	}
+	ps, ok := byPartition[partition]
+	if !ok {
+		ps = newPartitionState(topic, partition)
+		byPartition[partition] = ps
+	}
+	return ps
+}
+
+// poll checks the brokers answer, then reads the watched groups' commits
+// and the partitions' end offsets: commits settle tapped records, and give
+// the groups' lag.
+func (t *kafkaTap) poll(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
+	defer cancel()
+	if err := t.client.Ping(ctx); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	groups := t.cfg.ConsumerGroups
+	topics := t.client.GetConsumeTopics()
+	if len(groups) == 0 || len(topics) == 0 {
+		return nil
+	}
+	ends, err := t.admin.ListEndOffsets(ctx, topics...)
+	if err != nil && len(ends) == 0 {
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+	commits := t.admin.FetchManyOffsets(ctx, groups...)
+	if commits.AllFailed() {
+		return fmt.Errorf("fetch offsets: %w", commits.Error())
+	}
+	now := time.Now()
+	tapped := make(map[string]bool, len(topics))
+	for _, topic := range topics {
+		tapped[topic] = true
+	}
+	for i, group := range groups {
+		resp, ok := commits[group]
+		if !ok || resp.Err != nil {
+			t.logger.Debug("kafka group offsets unavailable", zap.String("group", group), zap.Error(resp.Err))
+			continue
+		}
+		lags := map[string]*groupLag{}
+		for _, o := range resp.Fetched.Sorted() {
+			if o.Err != nil || o.At < 0 || !tapped[o.Topic] {
+				continue
+			}
+			ps := t.partition(o.Topic, o.Partition)
+			obs := ps.settle(t.obs[:0], i, group, o.At, now, t.started)
+			t.add(obs)
+			t.obs = obs[:0]
+
+			end, ok := ends.Lookup(o.Topic, o.Partition)
+			if !ok || end.Err != nil {
+				continue
+			}
+			lag := max(end.Offset-o.At, 0)
+			seconds, known := 0.0, lag == 0
+			if lag > 0 {
+				seconds, known = ps.lagSeconds(o.At, now)
+			}
+			d := tap.Destination{System: system, Broker: t.broker, Destination: o.Topic, ConsumerGroup: group, Partition: ps.label}
+			t.backlog.Int(tap.MetricPartitionLag, now, d, lag)
+			if known {
+				t.backlog.Float(tap.MetricPartitionLagSeconds, now, d, seconds)
+			}
+			agg, ok := lags[o.Topic]
+			if !ok {
+				agg = &groupLag{}
+				lags[o.Topic] = agg
+			}
+			agg.add(lag, seconds, known)
+		}
+		for topic, agg := range lags {
+			agg.emit(t.backlog, now, tap.Destination{System: system, Broker: t.broker, Destination: topic, ConsumerGroup: group})
+		}
+	}
+	for _, byPartition := range t.partitions {
+		for _, ps := range byPartition {
+			ps.prune(len(groups))
+		}
+	}
+	return nil
+}
+
+// flush hands the gathered spans and backlog points on.
+func (t *kafkaTap) flush(ctx context.Context) {
+	if n := t.spans.Len(); n > 0 {
+		td := t.spans.Take()
+		opCtx := t.obsTraces.StartTracesOp(ctx)
+		err := t.traces.ConsumeTraces(opCtx, td)
+		t.obsTraces.EndTracesOp(opCtx, system, n, err)
+		t.tel.Observed(ctx, n)
+		if err != nil {
+			t.logger.Warn("kafka tap spans refused downstream", zap.Int("spans", n), zap.Error(err))
+		}
+	}
+	if n := t.backlog.Len(); n > 0 {
+		md := t.backlog.Take()
+		if t.metrics == nil {
+			return
+		}
+		opCtx := t.obsMetrics.StartMetricsOp(ctx)
+		err := t.metrics.ConsumeMetrics(opCtx, md)
+		t.obsMetrics.EndMetricsOp(opCtx, system, n, err)
+		if err != nil {
+			t.logger.Warn("kafka tap backlog refused downstream", zap.Int("points", n), zap.Error(err))
+		}
+	}
+}
