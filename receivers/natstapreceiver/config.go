@@ -124,15 +124,15 @@ func (c *Config) Validate() error {
 func validateURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL", raw)
+		return errors.New("not a URL")
 	}
 	switch u.Scheme {
 	case "nats", "tls", "ws", "wss":
 	default:
-		return fmt.Errorf("%q: scheme must be nats, tls, ws or wss", raw)
+		return fmt.Errorf("%q: scheme must be nats, tls, ws or wss", u.Redacted())
 	}
 	if u.Host == "" {
-		return fmt.Errorf("%q: no host", raw)
+		return fmt.Errorf("%q: no host", u.Redacted())
 	}
 	if u.User != nil {
 		return fmt.Errorf("%q: credentials belong in username and password or token, not in the URL", u.Redacted())
