@@ -90,15 +90,29 @@ func startTap(t *testing.T, cfg *Config) *runningTap {
 // read its streams from).
 func (rt *runningTap) waitConnected(t *testing.T) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		m, err := rt.tel.GetMetric("flowtrace.tap.connected")
-		if err != nil {
-			return false
-		}
-		points := m.Data.(metricdata.Gauge[int64]).DataPoints
-		return len(points) == 1 && points[0].Value == 1
-	}, 30*time.Second, 5*time.Millisecond, "the tap does not connect")
+	require.Eventually(t, func() bool { return rt.connected() == 1 }, defaultWait, pollEvery, "the tap does not connect")
 }
+
+// connected is the tap's flowtrace.tap.connected gauge, -1 before it is
+// recorded.
+func (rt *runningTap) connected() int64 {
+	m, err := rt.tel.GetMetric("flowtrace.tap.connected")
+	if err != nil {
+		return -1
+	}
+	points := m.Data.(metricdata.Gauge[int64]).DataPoints
+	if len(points) != 1 {
+		return -1
+	}
+	return points[0].Value
+}
+
+// defaultWait bounds how long a test waits for the tap to see something;
+// pollEvery is how often it looks.
+const (
+	defaultWait = 30 * time.Second
+	pollEvery   = 10 * time.Millisecond
+)
 
 // seenSpan is what the tests check of a tap span.
 type seenSpan struct {
@@ -165,7 +179,7 @@ func waitForSpan(t *testing.T, sink *consumertest.TracesSink, what string, match
 	t.Helper()
 	require.Eventually(t, func() bool {
 		return slices.ContainsFunc(spansOf(sink), match)
-	}, 30*time.Second, 10*time.Millisecond, "waiting for %s; spans: %v", what, spansOf(sink))
+	}, defaultWait, pollEvery, "waiting for %s; spans: %v", what, spansOf(sink))
 }
 
 func hasSpan(event, messageID string) func(seenSpan) bool {
