@@ -1,0 +1,222 @@
+package rabbitmqtapreceiver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/flowtrace/flowtrace/correlator"
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+	"github.com/flowtrace/flowtrace/receivers/internal/taptest"
+	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver/internal/metadata"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+// The local broker the tests use; FLOWTRACE_RABBITMQ and
+// FLOWTRACE_RABBITMQ_MANAGEMENT override the addresses.
+func amqpAddr(t testing.TB) string {
+	return taptest.Addr(t, "FLOWTRACE_RABBITMQ", "127.0.0.1:5672")
+}
+
+func managementAddr(t testing.TB) string {
+	return taptest.Addr(t, "FLOWTRACE_RABBITMQ_MANAGEMENT", "127.0.0.1:15672")
+}
+
+// uniquePrefix starts every queue and exchange name of one test run.
+func uniquePrefix(name string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "flowtrace-test." + name + "." + hex.EncodeToString(b) + "."
+}
+
+// runningTap is a tap started through its factory, with its sinks and
+// telemetry.
+type runningTap struct {
+	cfg     *Config
+	prefix  string
+	traces  *consumertest.TracesSink
+	metrics *consumertest.MetricsSink
+	tel     *componenttest.Telemetry
+	api     *managementAPI
+}
+
+// startTap starts a tap on the local broker with its own queue, and waits
+// until it reads the firehose.
+func startTap(t *testing.T, name string, mutate func(*Config)) *runningTap {
+	t.Helper()
+	addr, mgmt := amqpAddr(t), managementAddr(t)
+	prefix := uniquePrefix(name)
+	cfg := createDefaultConfig()
+	cfg.Endpoint = "amqp://" + addr
+	cfg.Queue = prefix + "firehose"
+	cfg.EnableTracing = true
+	cfg.Batch.Timeout = 20 * time.Millisecond
+	cfg.Management.Endpoint = "http://" + mgmt
+	cfg.Management.Interval = 300 * time.Millisecond
+	cfg.Reconnect = tap.Backoff{Initial: 100 * time.Millisecond, Max: time.Second}
+	if mutate != nil {
+		mutate(cfg)
+	}
+	require.NoError(t, cfg.Validate())
+
+	rt := &runningTap{
+		cfg: cfg, prefix: prefix,
+		traces: new(consumertest.TracesSink), metrics: new(consumertest.MetricsSink),
+		tel: componenttest.NewTelemetry(),
+		api: testAPI(mgmt),
+	}
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.TelemetrySettings = rt.tel.NewTelemetrySettings()
+	set.Logger = zaptest.NewLogger(t)
+	f := NewFactory()
+	tr, err := f.CreateTraces(context.Background(), set, cfg, rt.traces)
+	require.NoError(t, err)
+	mr, err := f.CreateMetrics(context.Background(), set, cfg, rt.metrics)
+	require.NoError(t, err)
+	for _, c := range []receiver.Traces{tr} {
+		require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
+	}
+	require.NoError(t, mr.Start(context.Background(), componenttest.NewNopHost()))
+	t.Cleanup(func() {
+		require.NoError(t, tr.Shutdown(context.Background()))
+		require.NoError(t, mr.Shutdown(context.Background()))
+		for _, vhost := range cfg.VHosts {
+			_ = rt.api.do(context.Background(), http.MethodDelete, "/api/queues/"+url.PathEscape(vhost)+"/"+url.PathEscape(cfg.Queue), nil, nil)
+		}
+		rt.api.client.CloseIdleConnections()
+		require.NoError(t, rt.tel.Shutdown(context.Background()))
+	})
+	eventually(t, 30*time.Second, "the tap consumes its queue", func() bool {
+		var q struct {
+			Consumers int `json:"consumers"`
+		}
+		err := rt.api.do(context.Background(), http.MethodGet, "/api/queues/%2F/"+url.PathEscape(cfg.Queue), nil, &q)
+		return err == nil && q.Consumers == 1
+	})
+	return rt
+}
+
+func testAPI(mgmt string) *managementAPI {
+	return &managementAPI{endpoint: "http://" + mgmt, username: "guest", password: "guest", client: &http.Client{Timeout: 5 * time.Second}}
+}
+
+// eventually waits for cond, failing the test when it does not hold in
+// time. The wait bounds the test, it measures nothing.
+func eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting: %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// spansOf returns the tap's spans about names starting with prefix: the
+// tap sees the whole vhost, other tests' traffic included.
+func spansOf(sink *consumertest.TracesSink, prefix string) []ptrace.Traces {
+	var out []ptrace.Traces
+	for _, td := range sink.AllTraces() {
+		c := ptrace.NewTraces()
+		td.CopyTo(c)
+		c.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool {
+			rs.ScopeSpans().RemoveIf(func(ss ptrace.ScopeSpans) bool {
+				ss.Spans().RemoveIf(func(s ptrace.Span) bool {
+					d, _ := s.Attributes().Get(tap.AttrDestination)
+					return !strings.HasPrefix(d.Str(), prefix)
+				})
+				return ss.Spans().Len() == 0
+			})
+			return rs.ScopeSpans().Len() == 0
+		})
+		if c.SpanCount() > 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// flowSummary writes each flow the correlator builds from the spans as one
+// line: status, retries, dead letters and its hops (queue, outcome,
+// attempts, reason), names without the prefix; sorted.
+func flowSummary(t testing.TB, prefix string, spans []ptrace.Traces, extra ...ptrace.Traces) []string {
+	res := taptest.Correlate(t, correlator.Config{}, append(spans, extra...)...)
+	var out []string
+	for _, f := range res.Flows {
+		var hops []string
+		for _, h := range res.HopsOf(f.ID) {
+			s := fmt.Sprintf("%s/%s@%s:%s:%d", h.System, h.Operation, strings.TrimPrefix(h.ConsumerGroup, prefix), h.Outcome, h.Attempts)
+			if h.Reason != "" {
+				s += ":" + h.Reason
+			}
+			hops = append(hops, s)
+		}
+		slices.Sort(hops)
+		out = append(out, fmt.Sprintf("%s retries=%d dead_letters=%d hops=%d %v", f.Status, f.Retries, f.DeadLetters, f.HopCount, hops))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// dial connects a client of the workload.
+func dial(t testing.TB) (*amqp.Connection, *amqp.Channel) {
+	t.Helper()
+	conn, err := amqp.Dial("amqp://guest:guest@" + amqpAddr(t) + "/")
+	require.NoError(t, err)
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn, ch
+}
+
+// counter is the sum of a tap counter's points.
+func counter(t testing.TB, tel *componenttest.Telemetry, name string) float64 {
+	m, err := tel.GetMetric(name)
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	switch d := m.Data.(type) {
+	case metricdata.Sum[int64]:
+		for _, p := range d.DataPoints {
+			sum += float64(p.Value)
+		}
+	case metricdata.Sum[float64]:
+		for _, p := range d.DataPoints {
+			sum += p.Value
+		}
+	}
+	return sum
+}
+
+// flowHops is every hop the correlator builds from the spans.
+func flowHops(t testing.TB, spans []ptrace.Traces, extra ...ptrace.Traces) []model.Hop {
+	return taptest.Correlate(t, correlator.Config{}, append(spans, extra...)...).Hops
+}

@@ -1,0 +1,222 @@
+package rabbitmqtapreceiver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+// declareWorkload declares a work queue that dead-letters to a fanout
+// exchange, the dead-letter queue behind it, and an audit queue.
+func declareWorkload(t *testing.T, ch *amqp.Channel, p string) {
+	t.Helper()
+	require.NoError(t, ch.ExchangeDeclare(p+"dlx", "fanout", false, true, false, false, nil))
+	for _, q := range []struct {
+		name string
+		args amqp.Table
+	}{{p + "work", amqp.Table{"x-dead-letter-exchange": p + "dlx"}}, {p + "dead", nil}, {p + "audit", nil}} {
+		_, err := ch.QueueDeclare(q.name, false, false, false, false, q.args)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			_, conn := dial(t)
+			_, _ = conn.QueueDelete(q.name, false, false, false)
+		})
+	}
+	require.NoError(t, ch.QueueBind(p+"dead", "", p+"dlx", false, nil))
+}
+
+// next receives one delivery.
+func next(t *testing.T, ds <-chan amqp.Delivery) amqp.Delivery {
+	t.Helper()
+	select {
+	case d := <-ds:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery")
+		return amqp.Delivery{}
+	}
+}
+
+// TestWorkloadFlows runs a workload with a retry (nack and requeue) and a
+// dead letter (reject to a dead-letter exchange) and checks the flows the
+// correlator builds from the tap's spans alone.
+func TestWorkloadFlows(t *testing.T) {
+	p := uniquePrefix("workload")
+	_, ch := dial(t)
+	declareWorkload(t, ch, p)
+	rt := startTap(t, "workload", nil)
+	// The poller binds the tap's queue to the dead-letter exchange, so the
+	// dead letter is seen when it happens.
+	eventually(t, 30*time.Second, "the tap's queue is bound to the dead-letter exchange", func() bool {
+		bs, err := rt.api.bindings(context.Background(), "/", p+"dlx")
+		if err != nil {
+			return false
+		}
+		for _, b := range bs {
+			if b.Destination == rt.cfg.Queue {
+				return true
+			}
+		}
+		return false
+	})
+
+	publish := func(queue string, msg amqp.Publishing) {
+		require.NoError(t, ch.PublishWithContext(context.Background(), "", queue, false, false, msg))
+	}
+	// Order 17: an order and its audit record share a correlation id.
+	publish(p+"work", amqp.Publishing{MessageId: p + "order-17", CorrelationId: p + "c-17", Body: []byte(`{"order":17}`)})
+	publish(p+"audit", amqp.Publishing{MessageId: p + "audit-17", CorrelationId: p + "c-17", Body: []byte(`{"audit":17}`)})
+	// Order 18 fails once and is requeued.
+	publish(p+"work", amqp.Publishing{MessageId: p + "order-18", Body: []byte(`{"order":18}`)})
+	// A message without a message id, rejected: the tap names it by a
+	// fingerprint that survives dead-lettering.
+	publish(p+"work", amqp.Publishing{Body: []byte(`{"poison":true}`), Headers: amqp.Table{"kind": "poison"}})
+
+	_, consumer := dial(t)
+	require.NoError(t, consumer.Qos(1, 0, false))
+	work, err := consumer.Consume(p+"work", "", false, false, false, false, nil)
+	require.NoError(t, err)
+	d := next(t, work)
+	require.Equal(t, p+"order-17", d.MessageId)
+	require.NoError(t, d.Ack(false))
+	d = next(t, work)
+	require.Equal(t, p+"order-18", d.MessageId)
+	require.NoError(t, d.Nack(false, true))
+	d = next(t, work)
+	require.Equal(t, p+"order-18", d.MessageId)
+	require.True(t, d.Redelivered)
+	require.NoError(t, d.Ack(false))
+	d = next(t, work)
+	require.Empty(t, d.MessageId)
+	require.NoError(t, d.Reject(false))
+
+	for _, q := range []string{p + "audit", p + "dead"} {
+		ds, err := consumer.Consume(q, "", false, false, false, false, nil)
+		require.NoError(t, err)
+		d := next(t, ds)
+		require.NoError(t, d.Ack(false))
+	}
+
+	want := []string{
+		"completed retries=0 dead_letters=0 hops=2 [rabbitmq/@audit:acked:1 rabbitmq/@work:acked:1]",
+		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",
+		"dead_lettered retries=0 dead_letters=1 hops=2 [rabbitmq/@dead:acked:1 rabbitmq/@work:dead_lettered:1:rejected]",
+	}
+	var got []string
+	eventually(t, 40*time.Second, "the flows are complete", func() bool {
+		got = flowSummary(t, p, spansOf(rt.traces, p))
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got)
+
+	// What the tap inferred: settlements of the acked hops from queue
+	// drains, a nack of order 18's first attempt from its redelivery, and
+	// no settlement of the rejected message.
+	settles := map[string][]string{}
+	for _, td := range spansOf(rt.traces, p) {
+		forEachSpan(td, func(s ptrace.Span) {
+			a := s.Attributes()
+			if v, ok := a.Get(tap.AttrOutcome); ok {
+				id, _ := a.Get(tap.AttrMessageID)
+				group, _ := a.Get(tap.AttrConsumerGroup)
+				inferred, _ := a.Get(tap.AttrInferred)
+				assert.True(t, inferred.Bool(), "settlement of %s is inferred", id.Str())
+				settles[id.Str()+"@"+group.Str()] = append(settles[id.Str()+"@"+group.Str()], v.Str())
+			}
+		})
+	}
+	for key, outcomes := range settles {
+		settles[key] = uniqueSorted(outcomes)
+	}
+	assert.Equal(t, []string{"ack"}, settles[p+"order-17@"+p+"work"])
+	assert.Equal(t, []string{"ack", "nack"}, settles[p+"order-18@"+p+"work"])
+	assert.Equal(t, []string{"ack"}, settles[p+"audit-17@"+p+"audit"])
+	for key, outcomes := range settles {
+		if len(key) > 3 && key[len(p):len(p)+3] == "fp:" && key[len(key)-4:] == "work" {
+			t.Errorf("the rejected message was settled on its queue: %v", outcomes)
+		}
+	}
+	assert.Zero(t, counter(t, rt.tel, "flowtrace.tap.decode_errors"))
+}
+
+func forEachSpan(td ptrace.Traces, fn func(ptrace.Span)) {
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		for j := 0; j < td.ResourceSpans().At(i).ScopeSpans().Len(); j++ {
+			spans := td.ResourceSpans().At(i).ScopeSpans().At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				fn(spans.At(k))
+			}
+		}
+	}
+}
+
+func uniqueSorted(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	if len(out) == 2 && out[0] > out[1] {
+		out[0], out[1] = out[1], out[0]
+	}
+	return out
+}
+
+// TestTraceJoin publishes a message carrying a traceparent: the tap's
+// spans and the application's producer span are one message, one hop.
+func TestTraceJoin(t *testing.T) {
+	p := uniquePrefix("join")
+	_, ch := dial(t)
+	q, err := ch.QueueDeclare(p+"orders", false, true, false, false, nil)
+	require.NoError(t, err)
+	rt := startTap(t, "join", nil)
+
+	traceID := pcommon.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
+	spanID := pcommon.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}
+	traceparent := "00-" + traceID.String() + "-" + spanID.String() + "-01"
+	published := time.Now()
+	require.NoError(t, ch.PublishWithContext(context.Background(), "", q.Name, false, false, amqp.Publishing{
+		MessageId: p + "order-1", Body: []byte(`{"order":1}`), Headers: amqp.Table{"traceparent": traceparent},
+	}))
+	ds, err := ch.Consume(q.Name, "", false, false, false, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, next(t, ds).Ack(false))
+
+	// The application's own producer span, as its instrumentation sends it.
+	app := ptrace.NewTraces()
+	rs := app.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "checkout")
+	span := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	span.SetTraceID(traceID)
+	span.SetSpanID(spanID)
+	span.SetKind(ptrace.SpanKindProducer)
+	span.SetName("send " + q.Name)
+	span.SetStartTimestamp(pcommon.NewTimestampFromTime(published))
+	span.SetEndTimestamp(pcommon.NewTimestampFromTime(published.Add(time.Millisecond)))
+	span.Attributes().PutStr(tap.AttrSystem, systemRabbitMQ)
+	span.Attributes().PutStr(tap.AttrOperationType, "send")
+	span.Attributes().PutStr(tap.AttrDestination, q.Name)
+
+	want := []string{"completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]"}
+	var got []string
+	eventually(t, 40*time.Second, "the flow is complete", func() bool {
+		got = flowSummary(t, p, spansOf(rt.traces, p), app)
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got)
+
+	res := flowHops(t, spansOf(rt.traces, p), app)
+	require.Len(t, res, 1)
+	assert.Equal(t, "checkout", res[0].Producer, "the hop's producer comes from the application's span")
+}
