@@ -41,6 +41,9 @@ func TestJetStreamFlows(t *testing.T) {
 	audit, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
 	require.NoError(t, err)
+	// A consumer that never fetches: all behind, no hops.
+	_, err = stream.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "idle", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
 
 	r := startTap(t, cfg)
 
@@ -113,17 +116,28 @@ func TestJetStreamFlows(t *testing.T) {
 	}
 	assert.Empty(t, want, "messages without a flow")
 
-	// Backlog: both durable consumers are polled and caught up.
-	eventually(t, "backlog gauges", func() bool {
-		return r.metrics.DataPointCount() > 0
+	// Backlog: the working consumers are caught up, the idle one is behind
+	// by every message, the oldest stored a moment ago.
+	eventually(t, "backlog gauges after the workload", func() bool {
+		points := backlogPoints(r)
+		for _, group := range []string{"audit", "workers"} {
+			if v, ok := points[name+"/"+group+"/"+model.MetricBacklogUnacked]; !ok || v != 0 {
+				return false
+			}
+		}
+		return true
 	})
 	points := backlogPoints(r)
 	for _, group := range []string{"audit", "workers"} {
-		key := name + "/" + group + "/" + model.MetricBacklogLag
-		require.Contains(t, points, key)
-		assert.Equal(t, 0.0, points[key])
-		assert.Equal(t, 0.0, points[name+"/"+group+"/"+model.MetricBacklogUnacked])
+		assert.Equal(t, 0.0, points[name+"/"+group+"/"+model.MetricBacklogLag], group)
+		assert.Equal(t, 0.0, points[name+"/"+group+"/"+model.MetricBacklogLagSeconds], group)
 	}
+	idle := name + "/idle/"
+	assert.Equal(t, float64(len(plan)), points[idle+model.MetricBacklogLag])
+	assert.Equal(t, float64(len(plan)), points[idle+model.MetricBacklogDepth])
+	assert.Equal(t, 0.0, points[idle+model.MetricBacklogUnacked])
+	require.Contains(t, points, idle+model.MetricBacklogLagSeconds, "the oldest message's store time is known")
+	assert.GreaterOrEqual(t, points[idle+model.MetricBacklogLagSeconds], 0.0)
 	assert.Equal(t, float64(len(plan)), points[name+"//"+model.MetricBacklogDepth], "stream depth")
 }
 
