@@ -19,7 +19,7 @@ var errEntryID = errors.New("malformed stream entry id")
 // the shorthand forms XADD accepts.
 func parseEntryID(s string) (entryID, error) {
 	msPart, seqPart, ok := strings.Cut(s, "-")
-	if !ok || msPart == "" || seqPart == "" || msPart[0] == '+' || seqPart[0] == '+' {
+	if !ok || !canonicalNumber(msPart) || !canonicalNumber(seqPart) {
 		return entryID{}, errEntryID
 	}
 	ms, err := strconv.ParseUint(msPart, 10, 64)
@@ -31,6 +31,20 @@ func parseEntryID(s string) (entryID, error) {
 		return entryID{}, errEntryID
 	}
 	return entryID{ms: ms, seq: seq}, nil
+}
+
+// canonicalNumber is a decimal number as Redis writes it: digits, no sign,
+// no leading zero.
+func canonicalNumber(s string) bool {
+	if s == "" || (len(s) > 1 && s[0] == '0') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (id entryID) String() string {
