@@ -1,0 +1,117 @@
+package natstapreceiver
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/flowtrace/flowtrace/receivers/natstapreceiver/internal/metadata"
+)
+
+func TestStampIndex(t *testing.T) {
+	var x stampIndex
+	base := time.Unix(1_800_000_000, 0)
+	_, ok := x.storedAt(1)
+	assert.False(t, ok, "empty")
+	x.record(10, base.Add(100*time.Millisecond))
+	x.record(11, base.Add(900*time.Millisecond)) // same second: not kept
+	x.record(12, base.Add(2*time.Second+time.Millisecond))
+	x.record(9, base.Add(3*time.Second)) // out of order: not kept
+	_, ok = x.storedAt(9)
+	assert.False(t, ok, "older than the index")
+	for seq, want := range map[uint64]time.Time{10: base, 11: base, 12: base.Add(2 * time.Second), 1000: base.Add(2 * time.Second)} {
+		got, ok := x.storedAt(seq)
+		require.True(t, ok, seq)
+		assert.Equal(t, want, got, seq)
+	}
+	x.forget(12)
+	_, ok = x.storedAt(11)
+	assert.False(t, ok, "forgotten")
+	_, ok = x.storedAt(12)
+	assert.True(t, ok, "the entry covering the floor stays")
+
+	small := stampIndex{maxLen: 4}
+	for i := 0; i < 10; i++ {
+		small.record(uint64(i+1), base.Add(time.Duration(i)*time.Second))
+	}
+	assert.LessOrEqual(t, len(small.seqs), 4, "bounded")
+	got, ok := small.storedAt(10)
+	require.True(t, ok)
+	assert.Equal(t, base.Add(9*time.Second), got)
+}
+
+func TestLinkCache(t *testing.T) {
+	c := newLinkCache(2)
+	c.put("S/1", "tp1")
+	c.put("S/2", "tp2")
+	c.put("S/2", "tp2-again")
+	assert.Equal(t, "tp1", c.get("S/1"))
+	assert.Equal(t, "tp2", c.get("S/2"))
+	c.put("S/3", "tp3")
+	assert.Empty(t, c.get("S/1"), "the oldest went first")
+	assert.Equal(t, "tp3", c.get("S/3"))
+}
+
+func TestStreamStateAdvance(t *testing.T) {
+	var s streamState
+	s.advance(5)
+	s.advance(3)
+	assert.Equal(t, uint64(6), s.next.Load(), "never back")
+}
+
+func TestLifecycleWithoutBroker(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.URL = "nats://127.0.0.1:1" // nothing listens there
+	cfg.Subjects = []string{"x"}
+	set := receivertest.NewNopSettings(metadata.Type)
+	f := NewFactory()
+	tr, err := f.CreateTraces(context.Background(), set, cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr.Shutdown(context.Background()), "shutdown without start")
+	tr, err = f.CreateTraces(context.Background(), set, cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr.Start(context.Background(), nil), "start does not wait for the broker")
+	require.NoError(t, tr.Shutdown(context.Background()))
+	require.NoError(t, tr.Shutdown(context.Background()), "twice")
+}
+
+// TestBadFramesCounted sends malformed acks and advisories on the
+// subjects the tap reads: each is counted by reason, none is a span.
+func TestBadFramesCounted(t *testing.T) {
+	addr := localNATS(t)
+	name := uniqueName("FTBAD")
+	cfg := createDefaultConfig()
+	cfg.URL = addr
+	cfg.Streams = []StreamConfig{{Name: name}}
+	nc, js := client(t, addr)
+	createStream(t, js, name)
+	r := startTap(t, cfg)
+
+	require.NoError(t, nc.Publish(fmt.Sprintf("$JS.ACK.%s.workers.x.1.1.1795687992857729346.0", name), []byte("+ACK")))
+	require.NoError(t, nc.Publish(fmt.Sprintf("$JS.ACK.%s.workers.1.1.1.1795687992857729346.0", name), []byte("+MAYBE")))
+	require.NoError(t, nc.Publish(fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.workers", name), []byte(`{"type":`)))
+	require.NoError(t, nc.Flush())
+
+	want := map[string]int64{"ack_subject": 1, "ack_body": 1, "advisory": 1}
+	eventually(t, "three decode errors", func() bool {
+		m, err := r.tel.GetMetric("flowtrace.tap.decode_errors")
+		if err != nil {
+			return false
+		}
+		got := map[string]int64{}
+		for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+			reason, _ := dp.Attributes.Value(attribute.Key("reason"))
+			got[reason.AsString()] += dp.Value
+		}
+		return assert.ObjectsAreEqual(want, got)
+	})
+	r.tap.emit.flush(context.Background())
+	assert.Empty(t, r.spans(), "no span from bad input")
+}
