@@ -70,7 +70,7 @@ func BenchmarkFramesToSpans(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				for _, m := range bc.msgs {
 					if strings.HasPrefix(m.Subject, "$JS.ACK.") {
-						nt.onAck(ctx, st, m, now)
+						nt.onAck(ctx, st, false, m, now)
 					} else {
 						nt.onAdvisory(ctx, st, m)
 					}

@@ -28,6 +28,7 @@ var (
 // JetStream domain and account. The time token is when the message was
 // stored, not when it was delivered.
 type ackRef struct {
+	V2          bool // the newer form, with domain and account
 	Domain      string
 	Stream      string
 	Consumer    string
@@ -55,6 +56,7 @@ func parseAckSubject(subject string) (ackRef, error) {
 	switch {
 	case n == ackTokensV1:
 	case n >= ackTokensV2Min:
+		ref.V2 = true
 		ref.Domain, rest, _ = strings.Cut(rest, ".")
 		if ref.Domain == "_" {
 			ref.Domain = ""

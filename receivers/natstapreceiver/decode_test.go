@@ -20,13 +20,13 @@ func TestParseAckSubject(t *testing.T) {
 		{"v1", "$JS.ACK.ORDERS.workers.2.10.12.1795687992857729346.3",
 			ackRef{Stream: "ORDERS", Consumer: "workers", Delivered: 2, StreamSeq: 10, ConsumerSeq: 12, Stored: stored, Pending: 3}},
 		{"v2 with domain and token", "$JS.ACK.hub.5dMpdnqFr6mzVYwS7lDy6X.ORDERS.workers.2.10.12.1795687992857729346.3.xK9Vb1",
-			ackRef{Domain: "hub", Stream: "ORDERS", Consumer: "workers", Delivered: 2, StreamSeq: 10, ConsumerSeq: 12, Stored: stored, Pending: 3}},
+			ackRef{V2: true, Domain: "hub", Stream: "ORDERS", Consumer: "workers", Delivered: 2, StreamSeq: 10, ConsumerSeq: 12, Stored: stored, Pending: 3}},
 		{"v2 without domain", "$JS.ACK._.5dMpdnqFr6mzVYwS7lDy6X.ORDERS.workers.1.1.1.1795687992857729346.0.xK9Vb1",
-			ackRef{Stream: "ORDERS", Consumer: "workers", Delivered: 1, StreamSeq: 1, ConsumerSeq: 1, Stored: stored}},
+			ackRef{V2: true, Stream: "ORDERS", Consumer: "workers", Delivered: 1, StreamSeq: 1, ConsumerSeq: 1, Stored: stored}},
 		{"v2 without token", "$JS.ACK._.5dMpdnqFr6mzVYwS7lDy6X.ORDERS.workers.1.1.1.1795687992857729346.0",
-			ackRef{Stream: "ORDERS", Consumer: "workers", Delivered: 1, StreamSeq: 1, ConsumerSeq: 1, Stored: stored}},
+			ackRef{V2: true, Stream: "ORDERS", Consumer: "workers", Delivered: 1, StreamSeq: 1, ConsumerSeq: 1, Stored: stored}},
 		{"v2 with more tokens", "$JS.ACK._.hash.ORDERS.workers.1.1.1.1795687992857729346.0.tok.more",
-			ackRef{Stream: "ORDERS", Consumer: "workers", Delivered: 1, StreamSeq: 1, ConsumerSeq: 1, Stored: stored}},
+			ackRef{V2: true, Stream: "ORDERS", Consumer: "workers", Delivered: 1, StreamSeq: 1, ConsumerSeq: 1, Stored: stored}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseAckSubject(tc.subject)

@@ -69,6 +69,9 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 		nats.Name("flowtrace-nats-tap"),
 		nats.NoReconnect(),
 		nats.Timeout(connectTimeout),
+		// A server that stops answering is given up after about a minute.
+		nats.PingInterval(20 * time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			mu.Lock()
@@ -201,6 +204,9 @@ func (s *session) attach(ctx context.Context, st *streamState) (*attachment, err
 			OptStartSeq:   st.next.Load(),
 			HeadersOnly:   true,
 			NamePrefix:    "flowtrace_tap_" + t.runID,
+			// Gone soon after the tap is: on an interest stream it holds
+			// messages back only that long.
+			InactiveThreshold: time.Minute,
 		}
 		if st.filter != "" {
 			cfg.FilterSubjects = []string{st.filter}
@@ -225,14 +231,15 @@ func (s *session) attach(ctx context.Context, st *streamState) (*attachment, err
 		a.subs = append(a.subs, sub)
 		return nil
 	}
-	onAck := func(m *nats.Msg) { t.onAck(ctx, st, m, time.Now()) }
+	onAckV1 := func(m *nats.Msg) { t.onAck(ctx, st, false, m, time.Now()) }
+	onAckV2 := func(m *nats.Msg) { t.onAck(ctx, st, true, m, time.Now()) }
 	onAdvisory := func(m *nats.Msg) { t.onAdvisory(ctx, st, m) }
 	for _, sub := range []struct {
 		subject string
 		handler nats.MsgHandler
 	}{
-		{"$JS.ACK." + st.name + ".>", onAck},
-		{"$JS.ACK.*.*." + st.name + ".>", onAck},
+		{"$JS.ACK." + st.name + ".>", onAckV1},
+		{"$JS.ACK.*.*." + st.name + ".>", onAckV2},
 		{"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + st.name + ".*", onAdvisory},
 		{"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + st.name + ".*", onAdvisory},
 		{"$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED." + st.name + ".*", onAdvisory},
@@ -295,16 +302,16 @@ func (t *natsTap) onStored(ctx context.Context, st *streamState, m jetstream.Msg
 
 // onAck turns an ack seen at now into a delivery and, for an ack or a
 // nak, its settlement. A terminate's settlement comes from its advisory:
-// servers that do not understand a terminate with a reason ignore it.
-func (t *natsTap) onAck(ctx context.Context, st *streamState, m *nats.Msg, now time.Time) {
+// servers that do not understand a terminate with a reason ignore it. Each
+// subject form has its own subscription (v2 or not); a subject the other
+// form's pattern also matched is left to that subscription.
+func (t *natsTap) onAck(ctx context.Context, st *streamState, v2 bool, m *nats.Msg, now time.Time) {
 	ref, err := parseAckSubject(m.Subject)
 	if err != nil {
 		t.tel.DecodeError(ctx, "ack_subject", err)
 		return
 	}
-	if ref.Stream != st.name {
-		// The other subscription form matched a subject of another
-		// stream; its own subscription reads it.
+	if ref.V2 != v2 || ref.Stream != st.name {
 		return
 	}
 	kind, _, err := parseAckBody(m.Data)

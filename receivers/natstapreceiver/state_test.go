@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/natstapreceiver/internal/metadata"
 )
 
@@ -114,4 +115,29 @@ func TestBadFramesCounted(t *testing.T) {
 	})
 	r.tap.emit.flush(context.Background())
 	assert.Empty(t, r.spans(), "no span from bad input")
+}
+
+// TestNewerAckSubjectForm routes an ack in the newer subject form (with
+// domain and account hash) through a real server: the tap reads it once.
+func TestNewerAckSubjectForm(t *testing.T) {
+	addr := localNATS(t)
+	name := uniqueName("FTV2")
+	cfg := createDefaultConfig()
+	cfg.URL = addr
+	cfg.Streams = []StreamConfig{{Name: name}}
+	nc, js := client(t, addr)
+	createStream(t, js, name)
+	r := startTap(t, cfg)
+
+	require.NoError(t, nc.Publish(fmt.Sprintf("$JS.ACK.hub.5dMpdnqFr6mzVYwS7lDy6X.%s.workers.2.7.9.1795687992857729346.0.xK9Vb1", name), []byte("+ACK")))
+	require.NoError(t, nc.Publish(fmt.Sprintf("$JS.ACK.%s.workers.1.8.10.1795687992857729346.0", name), []byte("+ACK")))
+	require.NoError(t, nc.Flush())
+	settled := func(seq int) map[string]any {
+		return map[string]any{tap.AttrMessageID: fmt.Sprintf("%s/%d", name, seq), tap.AttrOutcome: tap.Ack, tap.AttrConsumerGroup: "workers"}
+	}
+	eventually(t, "both acks", func() bool { return r.has(settled(7)) && r.has(settled(8)) })
+	r.tap.emit.flush(context.Background())
+	assert.Equal(t, 1, r.count(settled(7)), "the newer form, once")
+	assert.Equal(t, 1, r.count(settled(8)), "the older form, once")
+	assert.True(t, r.has(map[string]any{tap.AttrMessageID: name + "/7", tap.AttrAttempt: 2}))
 }
