@@ -26,6 +26,10 @@ type Config struct {
 	// Queue is the durable queue, declared in every vhost, that the
 	// firehose is bound to. Default "flowtrace.firehose".
 	Queue string `mapstructure:"queue"`
+	// QueueType is the type of that queue: quorum keeps the frames it holds
+	// through a broker restart, classic (cheaper) loses them, as the
+	// firehose's frames are transient. Default "quorum".
+	QueueType string `mapstructure:"queue_type"`
 	// EnableTracing switches the firehose on for the vhosts through the
 	// management API at every connection. Default false: run
 	// `rabbitmqctl trace_on -p <vhost>` after every broker start.
@@ -88,6 +92,7 @@ func createDefaultConfig() *Config {
 		Password:           "guest",
 		VHosts:             []string{"/"},
 		Queue:              "flowtrace.firehose",
+		QueueType:          "quorum",
 		Prefetch:           2000,
 		Batch:              BatchConfig{MaxSize: 1000, Timeout: 200 * time.Millisecond},
 		MaxTrackedMessages: 100000,
@@ -127,6 +132,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Queue == "" || strings.HasPrefix(c.Queue, "amq.") {
 		errs = append(errs, fmt.Errorf("queue: must be a name not starting with amq., got %q", c.Queue))
+	}
+	if c.QueueType != "quorum" && c.QueueType != "classic" {
+		errs = append(errs, fmt.Errorf("queue_type: must be quorum or classic, got %q", c.QueueType))
 	}
 	if c.Batch.MaxSize < 1 {
 		errs = append(errs, fmt.Errorf("batch::max_size: must be at least 1, got %d", c.Batch.MaxSize))

@@ -15,9 +15,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
@@ -70,6 +70,13 @@ type runningTap struct {
 // until it reads the firehose.
 func startTap(t *testing.T, name string, mutate func(*Config)) *runningTap {
 	t.Helper()
+	return startTapWith(t, name, mutate, nil)
+}
+
+// startTapWith is startTap with the traces pipeline wrapped, to inject
+// its failures.
+func startTapWith(t *testing.T, name string, mutate func(*Config), wrap func(consumer.Traces) consumer.Traces) *runningTap {
+	t.Helper()
 	addr, mgmt := amqpAddr(t), managementAddr(t)
 	prefix := uniquePrefix(name)
 	cfg := createDefaultConfig()
@@ -95,13 +102,15 @@ func startTap(t *testing.T, name string, mutate func(*Config)) *runningTap {
 	set.TelemetrySettings = rt.tel.NewTelemetrySettings()
 	set.Logger = zaptest.NewLogger(t)
 	f := NewFactory()
-	tr, err := f.CreateTraces(context.Background(), set, cfg, rt.traces)
+	var next consumer.Traces = rt.traces
+	if wrap != nil {
+		next = wrap(next)
+	}
+	tr, err := f.CreateTraces(context.Background(), set, cfg, next)
 	require.NoError(t, err)
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, rt.metrics)
 	require.NoError(t, err)
-	for _, c := range []receiver.Traces{tr} {
-		require.NoError(t, c.Start(context.Background(), componenttest.NewNopHost()))
-	}
+	require.NoError(t, tr.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, mr.Start(context.Background(), componenttest.NewNopHost()))
 	t.Cleanup(func() {
 		require.NoError(t, tr.Shutdown(context.Background()))

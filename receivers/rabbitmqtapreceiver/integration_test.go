@@ -49,6 +49,7 @@ func next(t *testing.T, ds <-chan amqp.Delivery) amqp.Delivery {
 // dead letter (reject to a dead-letter exchange) and checks the flows the
 // correlator builds from the tap's spans alone.
 func TestWorkloadFlows(t *testing.T) {
+	t.Parallel()
 	p := uniquePrefix("workload")
 	_, ch := dial(t)
 	declareWorkload(t, ch, p)
@@ -176,6 +177,7 @@ func uniqueSorted(s []string) []string {
 // TestTraceJoin publishes a message carrying a traceparent: the tap's
 // spans and the application's producer span are one message, one hop.
 func TestTraceJoin(t *testing.T) {
+	t.Parallel()
 	p := uniquePrefix("join")
 	_, ch := dial(t)
 	q, err := ch.QueueDeclare(p+"orders", false, true, false, false, nil)

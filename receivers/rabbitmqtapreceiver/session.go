@@ -113,7 +113,7 @@ func (t *rabbitTap) open(vhost string) (vhostConn, <-chan amqp.Delivery, chan *a
 		return fail("channel", err)
 	}
 	closed := c.ch.NotifyClose(make(chan *amqp.Error, 1))
-	if _, err := c.ch.QueueDeclare(t.cfg.Queue, true, false, false, false, nil); err != nil {
+	if _, err := c.ch.QueueDeclare(t.cfg.Queue, true, false, false, false, amqp.Table{"x-queue-type": t.cfg.QueueType}); err != nil {
 		return fail("declare queue", err)
 	}
 	for _, key := range [...]string{publishPrefix + "#", deliverPrefix + "#"} {

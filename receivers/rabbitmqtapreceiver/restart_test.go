@@ -1,0 +1,136 @@
+package rabbitmqtapreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
+)
+
+// gate refuses every batch, as a pipeline that is down for now, until it
+// is opened.
+type gate struct {
+	consumer.Traces
+	open atomic.Bool
+	// refused is the largest batch refused, in spans.
+	refused atomic.Int64
+}
+
+func (g *gate) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
+	if !g.open.Load() {
+		if n := int64(td.SpanCount()); n > g.refused.Load() {
+			g.refused.Store(n)
+		}
+		return errors.New("pipeline unavailable")
+	}
+	return g.Traces.ConsumeTraces(ctx, td)
+}
+
+func rabbitmqctl(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", args...).CombinedOutput()
+	require.NoError(t, err, "rabbitmqctl %v: %s", args, out)
+}
+
+// TestBrokerRestart restarts the broker while the tap's queue holds frames
+// the pipeline has not taken: the tap reconnects, counts the gap, and every
+// message's publish and delivery still reaches the pipeline.
+func TestBrokerRestart(t *testing.T) {
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		t.Skipf("rabbitmqctl is not available: %v", err)
+	}
+	g := &gate{}
+	rt := startTapWith(t, "restart", nil, func(next consumer.Traces) consumer.Traces {
+		g.Traces = next
+		return g
+	})
+	p := rt.prefix
+	queue := p + "orders"
+	_, ch := dial(t)
+	_, err := ch.QueueDeclare(queue, true, false, false, false, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, ch := dial(t)
+		_, _ = ch.QueueDelete(queue, false, false, false)
+	})
+
+	// run publishes and consumes n messages.
+	run := func(ch *amqp.Channel, from, n int) {
+		for i := from; i < from+n; i++ {
+			require.NoError(t, ch.PublishWithContext(context.Background(), "", queue, false, false, amqp.Publishing{
+				MessageId: fmt.Sprintf("%sorder-%d", p, i), DeliveryMode: amqp.Persistent, Body: []byte(`{"order":true}`),
+			}))
+		}
+		ds, err := ch.Consume(queue, "", false, false, false, false, nil)
+		require.NoError(t, err)
+		for range n {
+			require.NoError(t, next(t, ds).Ack(false))
+		}
+	}
+	const before, after = 30, 30
+	run(ch, 0, before)
+	eventually(t, 30*time.Second, "the tap read every frame and the pipeline refused them", func() bool {
+		return g.refused.Load() >= 2*before
+	})
+	require.Zero(t, rt.traces.SpanCount(), "the pipeline took nothing yet")
+
+	t.Cleanup(func() {
+		// Whatever happened, leave the broker running for others.
+		_ = exec.Command("rabbitmqctl", "start_app").Run()
+	})
+	rabbitmqctl(t, "stop_app")
+	rabbitmqctl(t, "start_app")
+	g.open.Store(true)
+
+	eventually(t, 60*time.Second, "the tap reconnects", func() bool {
+		return counter(t, rt.tel, "flowtrace.tap.gaps") >= 1
+	})
+	_, ch = dial(t)
+	run(ch, before, after)
+
+	eventually(t, 60*time.Second, "every message's frames reach the pipeline", func() bool {
+		return len(seen(spansOf(rt.traces, p))) == before+after
+	})
+	for id, kinds := range seen(spansOf(rt.traces, p)) {
+		assert.Equal(t, []string{"receive", "send"}, uniqueSorted(kinds), id)
+	}
+	assert.GreaterOrEqual(t, counter(t, rt.tel, "flowtrace.tap.gap_seconds"), 0.0)
+
+	want := make([]string, before+after)
+	for i := range want {
+		want[i] = "completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]"
+	}
+	var got []string
+	eventually(t, 60*time.Second, "the flows are complete", func() bool {
+		got = flowSummary(t, p, spansOf(rt.traces, p))
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got)
+}
+
+// seen lists, per message id, the operation types of its spans other
+// than settlements.
+func seen(traces []ptrace.Traces) map[string][]string {
+	out := map[string][]string{}
+	for _, td := range traces {
+		forEachSpan(td, func(s ptrace.Span) {
+			id, _ := s.Attributes().Get(tap.AttrMessageID)
+			op, _ := s.Attributes().Get(tap.AttrOperationType)
+			if op.Str() == "send" || op.Str() == "receive" {
+				out[id.Str()] = append(out[id.Str()], op.Str())
+			}
+		})
+	}
+	return out
+}
