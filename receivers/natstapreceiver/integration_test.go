@@ -36,7 +36,9 @@ func TestJetStreamFlows(t *testing.T) {
 	stream := createStream(t, js, name)
 	ctx := context.Background()
 	workers, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 3, AckWait: 30 * time.Second})
+		Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 3, AckWait: 30 * time.Second,
+		// Sampled acks tell when each acked message was delivered.
+		SampleFrequency: "100%"})
 	require.NoError(t, err)
 	audit, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: "audit", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
@@ -113,6 +115,10 @@ func TestJetStreamFlows(t *testing.T) {
 		if id == name+"/3" {
 			assert.Equal(t, reasonMaxDeliveries, workerHop.Reason)
 		}
+		if id == name+"/1" {
+			// The ack metric puts the delivery before the processing.
+			assert.GreaterOrEqual(t, workerHop.SettleTime.Sub(workerHop.DeliverTime), processing-5*time.Millisecond)
+		}
 	}
 	assert.Empty(t, want, "messages without a flow")
 
@@ -141,6 +147,9 @@ func TestJetStreamFlows(t *testing.T) {
 	assert.Equal(t, float64(len(plan)), points[name+"//"+model.MetricBacklogDepth], "stream depth")
 }
 
+// processing is how long the workers work on the message they ack at once.
+const processing = 50 * time.Millisecond
+
 // runWorkers handles the messages of the plan: ack, nak once, nak until
 // max_deliver, terminate.
 func runWorkers(t *testing.T, c jetstream.Consumer) {
@@ -156,6 +165,7 @@ func runWorkers(t *testing.T, c jetstream.Consumer) {
 			require.NoError(t, err)
 			switch subjectVerb(m.Subject()) {
 			case "ack":
+				time.Sleep(processing)
 				require.NoError(t, m.Ack())
 				done["ack"] = true
 			case "retry":
