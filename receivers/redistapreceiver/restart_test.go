@@ -25,10 +25,12 @@ type privateRedis struct {
 	addr string
 	port string
 	dir  string
-	cmd  *exec.Cmd
+	// persistent servers keep an append-only file, synced at every write.
+	persistent bool
+	cmd        *exec.Cmd
 }
 
-func startPrivateRedis(t *testing.T) *privateRedis {
+func startPrivateRedis(t *testing.T, persistent bool) *privateRedis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -38,7 +40,7 @@ func startPrivateRedis(t *testing.T) *privateRedis {
 	require.NoError(t, err)
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	require.NoError(t, l.Close())
-	r := &privateRedis{t: t, bin: bin, addr: "127.0.0.1:" + port, port: port, dir: t.TempDir()}
+	r := &privateRedis{t: t, bin: bin, addr: "127.0.0.1:" + port, port: port, dir: t.TempDir(), persistent: persistent}
 	r.start()
 	t.Cleanup(r.kill)
 	return r
@@ -46,8 +48,11 @@ func startPrivateRedis(t *testing.T) *privateRedis {
 
 func (r *privateRedis) start() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", r.port, "--bind", "127.0.0.1", "--appendonly", "yes",
-		"--appendfsync", "always", "--dir", r.dir, "--save", "")
+	args := []string{"--port", r.port, "--bind", "127.0.0.1", "--dir", r.dir, "--save", ""}
+	if r.persistent {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	}
+	r.cmd = exec.Command(r.bin, args...)
 	require.NoError(r.t, r.cmd.Start())
 	client := redis.NewClient(&redis.Options{Addr: r.addr, DisableIdentity: true, MaxRetries: -1})
 	defer client.Close()
@@ -69,7 +74,7 @@ func (r *privateRedis) kill() {
 // counts one gap, and reports every entry the server holds, those added
 // while it was away included.
 func TestStreamsBrokerRestart(t *testing.T) {
-	server := startPrivateRedis(t)
+	server := startPrivateRedis(t, true)
 	ctx := context.Background()
 	client := redis.NewClient(&redis.Options{Addr: server.addr, DisableIdentity: true})
 	t.Cleanup(func() { _ = client.Close() })
