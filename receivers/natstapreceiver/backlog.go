@@ -2,6 +2,7 @@ package natstapreceiver
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,7 +81,7 @@ func (s *session) pollStream(ctx context.Context, b *tap.Backlog, st *streamStat
 			b.Float(model.MetricBacklogDeliverRate, now, g, float64(ci.Delivered.Consumer-prev)/elapsed)
 		}
 	}
-	if err := consumers.Err(); err != nil && err != jetstream.ErrEndOfData {
+	if err := consumers.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
 		s.t.logger.Debug("consumer list incomplete", zap.String("stream", st.name), zap.Error(err))
 	}
 	st.stamps.forget(oldestKept)

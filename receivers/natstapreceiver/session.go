@@ -120,6 +120,7 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 		t.onConnected()
 	}
 	t.logger.Info("NATS tap connected", zap.String("broker", s.broker), zap.Int("streams_attached", len(s.attached)))
+	s.poll(ctx)
 
 	ticker := time.NewTicker(t.cfg.PollInterval)
 	defer ticker.Stop()
