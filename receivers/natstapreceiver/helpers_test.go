@@ -3,7 +3,6 @@ package natstapreceiver
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,10 +43,8 @@ type running struct {
 	traces  *consumertest.TracesSink
 	metrics *consumertest.MetricsSink
 	tel     *componenttest.Telemetry
-
-	mu        sync.Mutex
-	connected int
-	connCh    chan struct{}
+	// connCh gets a value each time the tap's connection is working.
+	connCh chan struct{}
 }
 
 // startTap starts a tap with both pipelines and waits for its first
@@ -70,12 +67,7 @@ func startTap(t *testing.T, cfg *Config) *running {
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, r.metrics)
 	require.NoError(t, err)
 	r.tap = tr.(*tap.Handle[*natsTap]).Tap
-	r.tap.onConnected = func() {
-		r.mu.Lock()
-		r.connected++
-		r.mu.Unlock()
-		r.connCh <- struct{}{}
-	}
+	r.tap.onConnected = func() { r.connCh <- struct{}{} }
 	host := componenttest.NewNopHost()
 	require.NoError(t, tr.Start(context.Background(), host))
 	require.NoError(t, mr.Start(context.Background(), host))
