@@ -263,10 +263,8 @@ func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.
 	}
 	pipe := client.Pipeline()
 	infos := make([]*redis.XInfoGroupsCmd, len(s.tapped))
-	lengths := make([]*redis.IntCmd, len(s.tapped))
 	for i, st := range s.tapped {
 		infos[i] = pipe.XInfoGroups(ctx, st.name)
-		lengths[i] = pipe.XLen(ctx, st.name)
 	}
 	if err := execPipeline(ctx, pipe); err != nil {
 		return nil, fmt.Errorf("xinfo groups: %w", err)
@@ -299,10 +297,6 @@ func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.
 	lastPoll := s.lastPoll
 	s.lastPoll = now
 	for i, st := range s.tapped {
-		dest := tap.Destination{System: systemRedis, Destination: st.name}
-		if lengths[i].Err() == nil {
-			backlog.Int(model.MetricBacklogDepth, now, dest, lengths[i].Val())
-		}
 		for _, p := range polls[i] {
 			obs = st.pollGroup(ctx, p, lastPoll, now, s.cfg.PendingScan, obs, backlog, tel)
 		}
@@ -406,8 +400,10 @@ func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time
 	}
 
 	dest := tap.Destination{System: systemRedis, Destination: st.name, ConsumerGroup: g.name}
-	if p.info.Lag >= 0 {
-		backlog.Int(model.MetricBacklogLag, now, dest, p.info.Lag)
+	if lag, ok := st.lag(p.info, lastDelivered); ok {
+		// What is ready for the group is what it has not been delivered.
+		backlog.Int(model.MetricBacklogDepth, now, dest, lag)
+		backlog.Int(model.MetricBacklogLag, now, dest, lag)
 	}
 	backlog.Int(model.MetricBacklogUnacked, now, dest, p.info.Pending)
 	backlog.Int(model.MetricBacklogConsumers, now, dest, p.info.Consumers)
@@ -430,6 +426,21 @@ func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time
 	}
 	backlog.Float(model.MetricBacklogLagSeconds, now, dest, lagSeconds)
 	return obs
+}
+
+// lag is the number of entries the group has not been delivered: Redis's
+// own count, else, when Redis cannot tell (entries were deleted), the
+// entries the tap remembers after the last delivered one, if it remembers
+// that far back.
+func (st *stream) lag(info redis.XInfoGroup, lastDelivered entryID) (int64, bool) {
+	if info.Lag >= 0 {
+		return info.Lag, true
+	}
+	if len(st.entries) == 0 || lastDelivered.less(st.entries[0].id) {
+		return 0, false
+	}
+	i := sort.Search(len(st.entries), func(i int) bool { return lastDelivered.less(st.entries[i].id) })
+	return int64(len(st.entries) - i), true
 }
 
 // settled reports an entry a group no longer has pending: dead-lettered
