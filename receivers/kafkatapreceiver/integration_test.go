@@ -116,6 +116,9 @@ func TestWorkloadFlows(t *testing.T) {
 	// A few more polls find nothing more to say.
 	time.Sleep(5 * cfg.PollInterval)
 	require.Equal(t, want, u.traces.SpanCount())
+	assert.Zero(t, counter[int64](t, u, "flowtrace.tap.gaps"))
+	assert.Zero(t, counter[int64](t, u, "flowtrace.tap.decode_errors"))
+	assert.EqualValues(t, want, counter[int64](t, u, "flowtrace.tap.observations"))
 
 	result := taptest.Correlate(t, correlator.Config{
 		RetryDestinations:      []string{"{topic}.retry.{attempt}"},
