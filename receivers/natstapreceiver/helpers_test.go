@@ -67,7 +67,12 @@ func startTap(t *testing.T, cfg *Config) *running {
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, r.metrics)
 	require.NoError(t, err)
 	r.tap = tr.(*tap.Handle[*natsTap]).Tap
-	r.tap.onConnected = func() { r.connCh <- struct{}{} }
+	r.tap.onConnected = func() {
+		select {
+		case r.connCh <- struct{}{}:
+		default:
+		}
+	}
 	host := componenttest.NewNopHost()
 	require.NoError(t, tr.Start(context.Background(), host))
 	require.NoError(t, mr.Start(context.Background(), host))
