@@ -61,9 +61,9 @@ func (ps *partitionState) consumers(groups int) uint64 {
 
 // add appends a tapped record, forgetting the oldest past limit. It returns
 // whether the forgotten record was still unsettled for a consuming group.
+// A group that had already committed past the record settles it at its
+// next poll.
 func (ps *partitionState) add(r pendingRecord, limit, groups int) (evicted bool) {
-	// Groups that had already committed past it when it was tapped settle
-	// it at their next poll.
 	if len(ps.live()) >= limit {
 		old := ps.records[ps.head]
 		evicted = !old.copy && old.settled&ps.consumers(groups) != ps.consumers(groups)
