@@ -127,8 +127,10 @@ func TestJetStreamFlows(t *testing.T) {
 	eventually(t, "backlog gauges after the workload", func() bool {
 		points := backlogPoints(r)
 		for _, group := range []string{"audit", "workers"} {
-			if v, ok := points[name+"/"+group+"/"+model.MetricBacklogUnacked]; !ok || v != 0 {
-				return false
+			for _, metric := range []string{model.MetricBacklogUnacked, model.MetricBacklogLag} {
+				if v, ok := points[name+"/"+group+"/"+metric]; !ok || v != 0 {
+					return false
+				}
 			}
 		}
 		return true
