@@ -19,6 +19,10 @@ import (
 
 	"github.com/flowtrace/flowtrace/correlator/correlatorconnector"
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter"
+	"github.com/flowtrace/flowtrace/receivers/kafkatapreceiver"
+	"github.com/flowtrace/flowtrace/receivers/natstapreceiver"
+	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver"
+	"github.com/flowtrace/flowtrace/receivers/redistapreceiver"
 	"github.com/flowtrace/flowtrace/storage/flowstorage"
 	"github.com/flowtrace/flowtrace/storage/segmentstorage"
 	"github.com/flowtrace/flowtrace/web"
@@ -50,6 +54,10 @@ func components() (otelcol.Factories, error) {
 		otlpreceiver.NewFactory(),
 		jaegerreceiver.NewFactory(),
 		zipkinreceiver.NewFactory(),
+		rabbitmqtapreceiver.NewFactory(),
+		kafkatapreceiver.NewFactory(),
+		natstapreceiver.NewFactory(),
+		redistapreceiver.NewFactory(),
 	)
 	if err != nil {
 		return otelcol.Factories{}, fmt.Errorf("receivers: %w", err)

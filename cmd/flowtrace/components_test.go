@@ -18,7 +18,7 @@ func TestComponents(t *testing.T) {
 		want  []string
 	}{
 		{kind: "extensions", types: typesOf(factories.Extensions), want: []string{"health_check", "pprof", "file_storage", "flowstorage", "segment_storage", "flowtrace_web"}},
-		{kind: "receivers", types: typesOf(factories.Receivers), want: []string{"otlp", "jaeger", "zipkin"}},
+		{kind: "receivers", types: typesOf(factories.Receivers), want: []string{"otlp", "jaeger", "zipkin", "rabbitmq_tap", "kafka_tap", "nats_tap", "redis_tap"}},
 		{kind: "processors", types: typesOf(factories.Processors), want: []string{"batch", "memory_limiter"}},
 		{kind: "exporters", types: typesOf(factories.Exporters), want: []string{"debug"}},
 	}
