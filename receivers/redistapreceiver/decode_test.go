@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -271,4 +272,21 @@ func FuzzDecodeJob(f *testing.F) {
 			t.Fatal("work without a jid")
 		}
 	})
+}
+
+// Without Redis's lag (entries were deleted), the lag is counted from the
+// entries the tap read, when it read back far enough.
+func TestLagFallback(t *testing.T) {
+	st := &stream{entries: []entry{{id: entryID{1, 0}}, {id: entryID{2, 0}}, {id: entryID{3, 0}}}}
+	lag, ok := st.lag(redis.XInfoGroup{Lag: 7}, entryID{1, 0})
+	assert.True(t, ok)
+	assert.Equal(t, int64(7), lag, "Redis's own count first")
+	lag, ok = st.lag(redis.XInfoGroup{Lag: -1}, entryID{1, 0})
+	assert.True(t, ok)
+	assert.Equal(t, int64(2), lag)
+	lag, ok = st.lag(redis.XInfoGroup{Lag: -1}, entryID{3, 0})
+	assert.True(t, ok)
+	assert.Equal(t, int64(0), lag)
+	_, ok = st.lag(redis.XInfoGroup{Lag: -1}, entryID{0, 5})
+	assert.False(t, ok, "the tap did not read back that far")
 }

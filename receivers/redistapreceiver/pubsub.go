@@ -24,11 +24,12 @@ const (
 // id, no headers, no acknowledgement. Each gets the id
 // "<channel>/<run>.<sequence>", unique to this run of the tap.
 func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
-	var batch []tap.Observation
+	out := t.newBatch(ctx)
+	defer t.flush(out)
 	deadline := time.Time{}
 	for {
 		timeout := pubsubLinger
-		if len(batch) > 0 {
+		if out.spans.Len() > 0 {
 			timeout = max(time.Until(deadline), time.Millisecond)
 		}
 		msg, err := ps.ReceiveTimeout(ctx, timeout)
@@ -36,14 +37,11 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 		switch {
 		case err == nil:
 		case ctx.Err() != nil:
-			t.send(context.WithoutCancel(ctx), batch)
 			return ctx.Err()
 		case errors.As(err, &netErr) && netErr.Timeout():
-			t.send(ctx, batch)
-			batch = batch[:0]
+			t.flush(out)
 			continue
 		default:
-			t.send(ctx, batch)
 			return fmt.Errorf("pubsub: %w", err)
 		}
 		m, ok := msg.(*redis.Message)
@@ -51,10 +49,10 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 			continue // subscription changes, pongs
 		}
 		t.pubsubSeq++
-		if len(batch) == 0 {
+		if out.spans.Len() == 0 {
 			deadline = time.Now().Add(pubsubLinger)
 		}
-		batch = append(batch, tap.Observation{
+		out.add(&tap.Observation{
 			Kind:        tap.Publish,
 			Time:        time.Now(),
 			System:      systemRedis,
@@ -63,9 +61,8 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 			BodySize:    int64(len(m.Payload)),
 			Attrs:       []tap.Attr{tap.String("messaging.redis.pattern", m.Pattern)},
 		})
-		if len(batch) >= pubsubBatch || !time.Now().Before(deadline) {
-			t.send(ctx, batch)
-			batch = batch[:0]
+		if out.spans.Len() >= pubsubBatch || !time.Now().Before(deadline) {
+			t.flush(out)
 		}
 	}
 }

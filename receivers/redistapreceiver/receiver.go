@@ -200,11 +200,12 @@ func (t *redisTap) runMain(ctx context.Context, client *redis.Client) error {
 			}
 			continue
 		}
-		obs, err := t.streams.read(ctx, client, wait, t.tel)
+		out := t.newBatch(ctx)
+		err := t.streams.read(ctx, client, wait, out)
+		t.flush(out)
 		if err != nil {
 			return err
 		}
-		t.send(ctx, obs)
 	}
 	return ctx.Err()
 }
@@ -213,50 +214,65 @@ func (t *redisTap) runMain(ctx context.Context, client *redis.Client) error {
 func (t *redisTap) poll(ctx context.Context, client *redis.Client) error {
 	now := t.now()
 	backlog := tap.NewBacklog(systemRedis, metadata.ScopeName)
-	var obs []tap.Observation
+	out := t.newBatch(ctx)
+	defer t.flush(out)
 	if !t.streams.empty() {
-		groupObs, err := t.streams.poll(ctx, client, now, backlog, t.tel)
-		if err != nil {
+		if err := t.streams.poll(ctx, client, now, backlog, out); err != nil {
 			return err
 		}
-		obs = append(obs, groupObs...)
 	}
 	if t.cfg.Sidekiq.Enabled {
-		jobObs, err := t.sidekiq.poll(ctx, client, now, backlog, t.tel)
-		if err != nil {
+		if err := t.sidekiq.poll(ctx, client, now, backlog, out); err != nil {
 			return err
 		}
-		obs = append(obs, jobObs...)
 	}
-	t.send(ctx, obs)
 	t.sendBacklog(ctx, backlog)
 	return nil
 }
 
-// send turns observations into spans and hands them on. A refused batch is
-// counted by the receiver's own telemetry and dropped: the broker keeps
-// the messages, not the tap.
-func (t *redisTap) send(ctx context.Context, obs []tap.Observation) {
-	if len(obs) == 0 || t.traces == nil {
-		return
-	}
-	spans := tap.NewSpans(systemRedis, metadata.ScopeName)
-	for i := range obs {
-		if err := spans.Add(&obs[i]); err != nil {
-			reason := "identity"
-			if errors.Is(err, tap.ErrBadTraceParent) {
-				reason = "traceparent"
-			}
-			t.tel.DecodeError(ctx, reason, err)
+// batch turns observations into spans as they are made.
+type batch struct {
+	ctx   context.Context
+	tel   *tap.Telemetry
+	spans *tap.Spans
+}
+
+func (t *redisTap) newBatch(ctx context.Context) *batch {
+	return &batch{ctx: ctx, tel: t.tel, spans: tap.NewSpans(systemRedis, metadata.ScopeName)}
+}
+
+func (b *batch) add(o *tap.Observation) {
+	if err := b.spans.Add(o); err != nil {
+		reason := "identity"
+		if errors.Is(err, tap.ErrBadTraceParent) {
+			reason = reasonTraceParent
 		}
+		b.tel.DecodeError(b.ctx, reason, err)
 	}
-	n := spans.Len()
-	if n == 0 {
+}
+
+// decodeError counts input the tap could not read.
+func (b *batch) decodeError(err error) {
+	reason := "unknown"
+	var de *decodeError
+	if errors.As(err, &de) {
+		reason = de.reason
+	}
+	b.tel.DecodeError(b.ctx, reason, err)
+}
+
+// flush hands the batch's spans on. A refused batch is counted by the
+// receiver's own telemetry and dropped: the broker keeps the messages, not
+// the tap.
+func (t *redisTap) flush(b *batch) {
+	n := b.spans.Len()
+	if n == 0 || t.traces == nil {
 		return
 	}
+	ctx := context.WithoutCancel(b.ctx)
 	t.tel.Observed(ctx, n)
 	opCtx := t.obs.StartTracesOp(ctx)
-	err := t.traces.ConsumeTraces(opCtx, spans.Take())
+	err := t.traces.ConsumeTraces(opCtx, b.spans.Take())
 	t.obs.EndTracesOp(opCtx, transport, n, err)
 	if err != nil {
 		t.logger.Debug("spans refused", zap.Int("spans", n), zap.Error(err))

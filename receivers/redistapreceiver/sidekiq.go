@@ -2,7 +2,6 @@ package redistapreceiver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -109,21 +108,17 @@ func (s *sidekiqState) read(ctx context.Context, client *redis.Client) (*sidekiq
 }
 
 // poll reads Sidekiq's queues, retry and dead sets and running jobs.
-func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, tel *tap.Telemetry) ([]tap.Observation, error) {
+func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, out *batch) error {
 	p, err := s.read(ctx, client)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	lastPoll := s.lastPoll
 	s.lastPoll = now
-	var obs []tap.Observation
 	decode := func(raw string) (job, bool) {
 		j, err := decodeJob([]byte(raw))
 		if err != nil {
-			var de *decodeError
-			if errors.As(err, &de) {
-				tel.DecodeError(ctx, de.reason, err)
-			}
+			out.decodeError(err)
 			return job{}, false
 		}
 		return j, true
@@ -151,7 +146,7 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			t := s.track(j)
 			attempt := j.enqueuedAttempt()
 			at, _ := j.enqueuedTime()
-			obs = s.publish(t, j.JID, attempt, at, obs)
+			s.publish(t, j.JID, attempt, at, out)
 			t.state, t.attempt, t.queue = jobQueued, attempt, q
 			if k == len(tail)-1 && !at.IsZero() {
 				latency = now.Sub(at).Seconds()
@@ -179,12 +174,12 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 		}
 		attempt := j.failedAttempt()
 		at, _ := j.enqueuedTime()
-		obs = s.publish(t, j.JID, attempt, at, obs)
+		s.publish(t, j.JID, attempt, at, out)
 		diedAt, ok := unixSeconds(z.Score)
 		if !ok {
 			diedAt = now
 		}
-		obs = append(obs, tap.Observation{
+		out.add(&tap.Observation{
 			Kind: tap.DeadLetter, Time: diedAt, System: systemSidekiq, Destination: t.queue, MessageID: j.JID,
 			ConsumerGroup: t.queue, Operation: t.operation, Attempt: attempt, Reason: j.ErrorClass, TraceParent: t.traceParent,
 		})
@@ -213,18 +208,17 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			continue
 		}
 		at, _ := j.enqueuedTime()
-		obs = s.publish(t, j.JID, attempt, at, obs)
+		s.publish(t, j.JID, attempt, at, out)
 		if t.failed < attempt {
 			failedAt, ok := j.failedTime()
 			if !ok {
 				failedAt = now
 			}
-			o := tap.Observation{
+			out.add(&tap.Observation{
 				Kind: tap.Settle, Time: failedAt, System: systemSidekiq, Destination: t.queue, MessageID: j.JID,
 				ConsumerGroup: t.queue, Operation: t.operation, Attempt: attempt, Outcome: tap.Nack, Reason: j.ErrorClass,
 				TraceParent: t.traceParent,
-			}
-			obs = append(obs, o)
+			})
 		}
 		t.state, t.attempt, t.failed = jobRetrying, attempt, max(t.failed, attempt)
 	}
@@ -235,7 +229,7 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			if jid, err := decodeWork([]byte(raw)); err == nil {
 				running[jid] = true
 			} else {
-				tel.DecodeError(ctx, reasonJob, err)
+				out.decodeError(err)
 			}
 		}
 	}
@@ -249,14 +243,14 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 		case jobQueued:
 			// Fetched: delivered to a Sidekiq thread.
 			t.state, t.leftAt = jobLeft, midpoint(lastPoll, now, time.Time{})
-			obs = append(obs, s.consumerSide(tap.Deliver, jid, t, t.leftAt))
+			out.add(s.consumerSide(tap.Deliver, jid, t, t.leftAt))
 		case jobRetrying:
 			if !retryComplete && t.retryScore > maxScore {
 				continue // beyond what this poll read
 			}
 			// Back in a queue and fetched since: the next attempt runs.
 			t.state, t.attempt, t.leftAt = jobLeft, t.attempt+1, midpoint(lastPoll, now, time.Time{})
-			obs = append(obs, s.consumerSide(tap.Deliver, jid, t, t.leftAt))
+			out.add(s.consumerSide(tap.Deliver, jid, t, t.leftAt))
 		}
 		if t.state != jobLeft {
 			continue
@@ -275,11 +269,11 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 		if retryComplete && now.Sub(last) >= s.cfg.SettleAfter {
 			o := s.consumerSide(tap.Settle, jid, t, last)
 			o.Outcome, o.Inferred = tap.Ack, true
-			obs = append(obs, o)
+			out.add(o)
 			t.state = jobDone
 		}
 	}
-	return obs, nil
+	return nil
 }
 
 // track returns the state of j's job, remembering it if new; past the
@@ -308,19 +302,19 @@ func (s *sidekiqState) track(j job) *trackedJob {
 }
 
 // publish reports the push of a job's attempt once.
-func (s *sidekiqState) publish(t *trackedJob, jid string, attempt int, at time.Time, obs []tap.Observation) []tap.Observation {
+func (s *sidekiqState) publish(t *trackedJob, jid string, attempt int, at time.Time, out *batch) {
 	if t.published >= attempt || at.IsZero() {
-		return obs
+		return
 	}
 	t.published = attempt
-	return append(obs, tap.Observation{
+	out.add(&tap.Observation{
 		Kind: tap.Publish, Time: at, System: systemSidekiq, Destination: t.queue, MessageID: jid,
 		Operation: t.operation, Attempt: attempt, TraceParent: t.traceParent,
 	})
 }
 
-func (s *sidekiqState) consumerSide(kind tap.Kind, jid string, t *trackedJob, at time.Time) tap.Observation {
-	return tap.Observation{
+func (s *sidekiqState) consumerSide(kind tap.Kind, jid string, t *trackedJob, at time.Time) *tap.Observation {
+	return &tap.Observation{
 		Kind: kind, Time: at, System: systemSidekiq, Destination: t.queue, MessageID: jid,
 		ConsumerGroup: t.queue, Operation: t.operation, Attempt: t.attempt, TraceParent: t.traceParent,
 	}

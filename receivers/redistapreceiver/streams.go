@@ -101,7 +101,7 @@ func (s *streamsState) resume(ctx context.Context, client *redis.Client) error {
 
 // read reads what was added to the streams since the last read, blocking
 // up to block (not at all when negative).
-func (s *streamsState) read(ctx context.Context, client *redis.Client, block time.Duration, tel *tap.Telemetry) ([]tap.Observation, error) {
+func (s *streamsState) read(ctx context.Context, client *redis.Client, block time.Duration, out *batch) error {
 	s.keys = s.keys[:0]
 	for _, st := range s.all {
 		s.keys = append(s.keys, st.name)
@@ -111,12 +111,11 @@ func (s *streamsState) read(ctx context.Context, client *redis.Client, block tim
 	}
 	res, err := client.XRead(ctx, &redis.XReadArgs{Streams: s.keys, Count: s.cfg.ReadCount, Block: block}).Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, nil
+		return nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("xread: %w", err)
+		return fmt.Errorf("xread: %w", err)
 	}
-	var obs []tap.Observation
 	for _, r := range res {
 		st := s.byName(r.Stream)
 		if st == nil {
@@ -124,11 +123,11 @@ func (s *streamsState) read(ctx context.Context, client *redis.Client, block tim
 		}
 		for _, msg := range r.Messages {
 			st.lastID = msg.ID
-			obs = s.observe(ctx, st, msg, obs, tel)
+			s.observe(st, msg, out)
 		}
 		st.trim(s.cfg.MaxTrackedEntries)
 	}
-	return obs, nil
+	return nil
 }
 
 func (s *streamsState) byName(name string) *stream {
@@ -142,31 +141,29 @@ func (s *streamsState) byName(name string) *stream {
 
 // observe turns one entry into observations: a publish on a tapped
 // stream, dead letters on a dead-letter stream.
-func (s *streamsState) observe(ctx context.Context, st *stream, msg redis.XMessage, obs []tap.Observation, tel *tap.Telemetry) []tap.Observation {
+func (s *streamsState) observe(st *stream, msg redis.XMessage, out *batch) {
 	e, badTraceParent, err := decodeEntry(s.cfg, msg.ID, msg.Values)
 	if err != nil {
-		var de *decodeError
-		if errors.As(err, &de) {
-			tel.DecodeError(ctx, de.reason, err)
-		}
-		return obs
+		out.decodeError(err)
+		return
 	}
 	if badTraceParent {
-		tel.DecodeError(ctx, reasonTraceParent, tap.ErrBadTraceParent)
+		out.decodeError(&decodeError{reasonTraceParent, tap.ErrBadTraceParent})
 	}
 	if st.original != nil {
 		dl, err := decodeDeadLetter(&s.cfg.DeadLetter, e.id, msg.Values)
 		if err != nil {
-			tel.DecodeError(ctx, reasonDeadLetter, err)
-			return obs
+			out.decodeError(err)
+			return
 		}
-		return st.original.deadLetter(dl, obs, s.cfg.MaxTrackedEntries)
+		st.original.deadLetter(dl, out, s.cfg.MaxTrackedEntries)
+		return
 	}
 	if n := len(st.entries); n > 0 && !st.entries[n-1].id.less(e.id) {
-		return obs // read again after a reconnect
+		return // read again after a reconnect
 	}
 	st.entries = append(st.entries, e)
-	return append(obs, tap.Observation{
+	out.add(&tap.Observation{
 		Kind:        tap.Publish,
 		Time:        e.id.time(),
 		System:      systemRedis,
@@ -198,7 +195,7 @@ func (st *stream) find(id entryID) (entry, bool) {
 // deadLetter records that dl names an entry of st, and reports it for the
 // groups that have the entry pending or named it; the others report it
 // when they settle the entry.
-func (st *stream) deadLetter(dl deadLetterEntry, obs []tap.Observation, limit int) []tap.Observation {
+func (st *stream) deadLetter(dl deadLetterEntry, out *batch, limit int) {
 	if _, ok := st.deadLettered[dl.original]; !ok {
 		st.order = append(st.order, dl.original)
 		if len(st.order) > limit {
@@ -209,14 +206,14 @@ func (st *stream) deadLetter(dl deadLetterEntry, obs []tap.Observation, limit in
 	st.deadLettered[dl.original] = dl
 	if dl.group != "" {
 		g := st.group(dl.group)
-		return st.reportDeadLetter(g, dl, g.pending[dl.original].attempt, obs)
+		st.reportDeadLetter(g, dl, g.pending[dl.original].attempt, out)
+		return
 	}
 	for _, g := range st.groups {
 		if p, ok := g.pending[dl.original]; ok {
-			obs = st.reportDeadLetter(g, dl, p.attempt, obs)
+			st.reportDeadLetter(g, dl, p.attempt, out)
 		}
 	}
-	return obs
 }
 
 func (st *stream) group(name string) *group {
@@ -228,13 +225,13 @@ func (st *stream) group(name string) *group {
 	return g
 }
 
-func (st *stream) reportDeadLetter(g *group, dl deadLetterEntry, attempt int, obs []tap.Observation) []tap.Observation {
+func (st *stream) reportDeadLetter(g *group, dl deadLetterEntry, attempt int, out *batch) {
 	if g.deadLetterSent[dl.original] {
-		return obs
+		return
 	}
 	g.deadLetterSent[dl.original] = true
 	e, _ := st.find(dl.original)
-	return append(obs, tap.Observation{
+	out.add(&tap.Observation{
 		Kind:          tap.DeadLetter,
 		Time:          dl.at,
 		System:        systemRedis,
@@ -257,9 +254,9 @@ type groupPoll struct {
 // poll reads the consumer groups of the tapped streams: deliveries from
 // their pending entries lists, settlements inferred from entries leaving
 // them, and backlog gauges.
-func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, tel *tap.Telemetry) ([]tap.Observation, error) {
+func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, out *batch) error {
 	if len(s.tapped) == 0 {
-		return nil, nil
+		return nil
 	}
 	pipe := client.Pipeline()
 	infos := make([]*redis.XInfoGroupsCmd, len(s.tapped))
@@ -267,7 +264,7 @@ func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.
 		infos[i] = pipe.XInfoGroups(ctx, st.name)
 	}
 	if err := execPipeline(ctx, pipe); err != nil {
-		return nil, fmt.Errorf("xinfo groups: %w", err)
+		return fmt.Errorf("xinfo groups: %w", err)
 	}
 
 	polls := make([][]groupPoll, len(s.tapped))
@@ -284,24 +281,31 @@ func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.
 		}
 	}
 	if err := execPipeline(ctx, pipe); err != nil {
-		return nil, fmt.Errorf("xpending: %w", err)
+		return fmt.Errorf("xpending: %w", err)
 	}
 	// Read what was added up to now, after the pending lists were read:
 	// an entry dead-lettered and then acked is known dead-lettered before
 	// its ack is seen.
-	obs, err := s.read(ctx, client, -1, tel)
-	if err != nil {
-		return nil, err
+	if err := s.read(ctx, client, -1, out); err != nil {
+		return err
 	}
 
 	lastPoll := s.lastPoll
 	s.lastPoll = now
 	for i, st := range s.tapped {
+		present := make(map[string]bool, len(polls[i]))
 		for _, p := range polls[i] {
-			obs = st.pollGroup(ctx, p, lastPoll, now, s.cfg.PendingScan, obs, backlog, tel)
+			present[p.info.Name] = true
+			st.pollGroup(p, lastPoll, now, s.cfg.PendingScan, out, backlog)
+		}
+		// Forget groups that were destroyed, or only named by a dead letter.
+		for name := range st.groups {
+			if !present[name] {
+				delete(st.groups, name)
+			}
 		}
 	}
-	return obs, nil
+	return nil
 }
 
 // execPipeline runs pipe; only a failure of the connection is an error,
@@ -321,16 +325,16 @@ func execPipeline(ctx context.Context, pipe redis.Pipeliner) error {
 }
 
 // pollGroup compares one group's pending entries with the last poll's.
-func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time.Time, scan int64, obs []tap.Observation, backlog *tap.Backlog, tel *tap.Telemetry) []tap.Observation {
+func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, out *batch, backlog *tap.Backlog) {
 	g := st.group(p.info.Name)
 	lastDelivered, err := parseEntryID(p.info.LastDeliveredID)
 	if err != nil {
-		tel.DecodeError(ctx, reasonEntryID, err)
-		return obs
+		out.decodeError(&decodeError{reasonEntryID, err})
+		return
 	}
 	pending, err := p.pending.Result()
 	if err != nil {
-		return obs // the group went away since XINFO GROUPS
+		return // the group went away since XINFO GROUPS
 	}
 
 	current := make(map[entryID]pendingEntry, len(pending))
@@ -339,7 +343,7 @@ func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time
 	for _, pe := range pending {
 		id, err := parseEntryID(pe.ID)
 		if err != nil {
-			tel.DecodeError(ctx, reasonEntryID, err)
+			out.decodeError(&decodeError{reasonEntryID, err})
 			continue
 		}
 		viewEnd = id
@@ -355,7 +359,7 @@ func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time
 			at = id.time()
 		}
 		current[id] = pendingEntry{attempt: attempt, deliveredAt: at}
-		obs = append(obs, st.consumerSide(tap.Deliver, e, g.name, attempt, at, pe.Consumer))
+		out.add(st.consumerSide(tap.Deliver, e, g.name, attempt, at, pe.Consumer))
 	}
 
 	// Entries that left the pending list were acked (or dead-lettered).
@@ -368,7 +372,7 @@ func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time
 			continue
 		}
 		at := midpoint(lastPoll, now, prev.deliveredAt)
-		obs = st.settled(g, id, prev.attempt, at, obs)
+		st.settled(g, id, prev.attempt, at, out)
 	}
 
 	// Entries delivered and acked between two polls: up to the group's
@@ -384,8 +388,8 @@ func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time
 				continue
 			}
 			at := midpoint(lastPoll, now, e.id.time())
-			obs = append(obs, st.consumerSide(tap.Deliver, e, g.name, 1, at, ""))
-			obs = st.settled(g, e.id, 1, at, obs)
+			out.add(st.consumerSide(tap.Deliver, e, g.name, 1, at, ""))
+			st.settled(g, e.id, 1, at, out)
 		}
 	}
 	g.known = true
@@ -425,7 +429,6 @@ func (st *stream) pollGroup(ctx context.Context, p groupPoll, lastPoll, now time
 		lagSeconds = now.Sub(oldest).Seconds()
 	}
 	backlog.Float(model.MetricBacklogLagSeconds, now, dest, lagSeconds)
-	return obs
 }
 
 // lag is the number of entries the group has not been delivered: Redis's
@@ -445,21 +448,21 @@ func (st *stream) lag(info redis.XInfoGroup, lastDelivered entryID) (int64, bool
 
 // settled reports an entry a group no longer has pending: dead-lettered
 // when the dead-letter stream named it, else acked (inferred).
-func (st *stream) settled(g *group, id entryID, attempt int, at time.Time, obs []tap.Observation) []tap.Observation {
+func (st *stream) settled(g *group, id entryID, attempt int, at time.Time, out *batch) {
 	if dl, ok := st.deadLettered[id]; ok && (dl.group == "" || dl.group == g.name) {
-		obs = st.reportDeadLetter(g, dl, attempt, obs)
+		st.reportDeadLetter(g, dl, attempt, out)
 		delete(g.deadLetterSent, id)
-		return obs
+		return
 	}
 	e, _ := st.find(id)
 	o := st.consumerSide(tap.Settle, e, g.name, attempt, at, "")
 	o.Outcome = tap.Ack
 	o.Inferred = true
-	return append(obs, o)
+	out.add(o)
 }
 
-func (st *stream) consumerSide(kind tap.Kind, e entry, groupName string, attempt int, at time.Time, consumer string) tap.Observation {
-	o := tap.Observation{
+func (st *stream) consumerSide(kind tap.Kind, e entry, groupName string, attempt int, at time.Time, consumer string) *tap.Observation {
+	o := &tap.Observation{
 		Kind:          kind,
 		Time:          at,
 		System:        systemRedis,
