@@ -173,14 +173,17 @@ func TestSpanIdentity(t *testing.T) {
 	assert.ErrorIs(t, s.Add(&bad), tap.ErrBadTraceParent, "reported")
 	assert.Equal(t, 1, s.Len(), "and the span kept")
 
-	// The same observation twice is the same span; another attempt is not.
+	// The same observation twice is the same span; another attempt, or the
+	// same seen at another time, is not.
 	deliver, again := rabbit(tap.Deliver, time.Second), rabbit(tap.Deliver, time.Second)
 	redelivered := rabbit(tap.Deliver, time.Second)
 	redelivered.Attempt = 2
-	td := spans(t, deliver, again, redelivered)
+	later := rabbit(tap.Deliver, 2*time.Second)
+	td := spans(t, deliver, again, redelivered, later)
 	got := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
 	assert.Equal(t, got.At(0).SpanID(), got.At(1).SpanID())
 	assert.NotEqual(t, got.At(0).SpanID(), got.At(2).SpanID())
+	assert.NotEqual(t, got.At(0).SpanID(), got.At(3).SpanID())
 	assert.Equal(t, got.At(0).TraceID(), got.At(2).TraceID(), "one message, one trace")
 }
 
