@@ -256,6 +256,12 @@ type endpoints struct {
 // to a free one, calls fn once it is healthy, stops it and returns its stderr.
 func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)) string {
 	t.Helper()
+	return runFlowtraceWith(t, dataDir, nil, fn)
+}
+
+// runFlowtraceWith is runFlowtrace with more flags, e.g. --set of more keys.
+func runFlowtraceWith(t *testing.T, dataDir string, extra []string, fn func(endpoints, *http.Client)) string {
+	t.Helper()
 	ports := freePorts(t, 9)
 	ep := endpoints{
 		otlpHTTP:     fmt.Sprintf("127.0.0.1:%d", ports[1]),
@@ -270,7 +276,7 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 	cmd := newCommand()
 	stderr := new(syncBuffer)
 	cmd.SetErr(stderr)
-	cmd.SetArgs([]string{
+	cmd.SetArgs(append([]string{
 		"--data-dir=" + dataDir,
 		fmt.Sprintf("--set=receivers.otlp.protocols.grpc.endpoint=127.0.0.1:%d", ports[0]),
 		"--set=receivers.otlp.protocols.http.endpoint=" + ep.otlpHTTP,
@@ -282,7 +288,7 @@ func runFlowtrace(t *testing.T, dataDir string, fn func(endpoints, *http.Client)
 		"--set=exporters.prometheus.endpoint=" + ep.flowMetrics,
 		"--set=extensions.flowtrace_web.endpoint=" + ep.api,
 		"--set=connectors.correlator.metrics_flush_interval=200ms",
-	})
+	}, extra...))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
