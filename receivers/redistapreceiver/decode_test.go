@@ -113,7 +113,7 @@ func TestDecodeJob(t *testing.T) {
 
 	for _, raw := range []string{
 		``, `[]`, `{"jid":5}`, `{"class":"NoJid"}`, `{"jid":"x","enqueued_at":"soon"}`,
-		`{"jid":"x","retry_count":-1}`, `{"jid":"x","retry_count":1e9}`, `{"jid":"x","enqueued_at":-5.5}`,
+		`{"jid":"x","retry_count":-2}`, `{"jid":"x","retry_count":1e9}`, `{"jid":"x","enqueued_at":-5.5}`,
 	} {
 		_, err := decodeJob([]byte(raw))
 		var de *decodeError

@@ -48,7 +48,8 @@ func decodeJob(raw []byte) (job, error) {
 			return job{}, &decodeError{reasonJob, errJobTimestamp}
 		}
 	}
-	if j.RetryCount != nil && (*j.RetryCount < 0 || *j.RetryCount > math.MaxInt16) {
+	// -1 is a job retried by hand from the dead set after its first failure.
+	if j.RetryCount != nil && (*j.RetryCount < -1 || *j.RetryCount > math.MaxInt16) {
 		return job{}, &decodeError{reasonJob, errors.New("retry_count out of range")}
 	}
 	if _, _, ok := tap.ParseTraceParent(j.TraceParent); !ok {
@@ -110,7 +111,7 @@ func (j *job) enqueuedAttempt() int {
 	if j.RetryCount == nil {
 		return 1
 	}
-	return int(*j.RetryCount) + 2
+	return max(int(*j.RetryCount)+2, 1)
 }
 
 // failedAttempt is the attempt that put a job in the retry or dead set.
@@ -118,7 +119,7 @@ func (j *job) failedAttempt() int {
 	if j.RetryCount == nil {
 		return 1
 	}
-	return int(*j.RetryCount) + 1
+	return max(int(*j.RetryCount)+1, 1)
 }
 
 // failedTime is when the last attempt failed.

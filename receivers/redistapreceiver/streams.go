@@ -376,10 +376,18 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 	}
 
 	// Entries delivered and acked between two polls: up to the group's
-	// last delivered id, never seen pending.
-	if g.known && g.lastDelivered.less(lastDelivered) {
+	// last delivered id, never seen pending. Those the tap has not read yet
+	// wait for a later poll.
+	upTo := lastDelivered
+	if n := len(st.entries); g.known && n > 0 && st.entries[n-1].id.less(upTo) {
+		upTo = st.entries[n-1].id
+		if upTo.less(g.lastDelivered) {
+			upTo = g.lastDelivered
+		}
+	}
+	if g.known && g.lastDelivered.less(upTo) {
 		i := sort.Search(len(st.entries), func(i int) bool { return g.lastDelivered.less(st.entries[i].id) })
-		for ; i < len(st.entries) && !lastDelivered.less(st.entries[i].id); i++ {
+		for ; i < len(st.entries) && !upTo.less(st.entries[i].id); i++ {
 			e := st.entries[i]
 			if _, ok := current[e.id]; ok {
 				continue
@@ -393,7 +401,7 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 		}
 	}
 	g.known = true
-	g.lastDelivered = lastDelivered
+	g.lastDelivered = upTo
 	g.pending = current
 	if len(g.deadLetterSent) > len(current)+len(st.deadLettered) {
 		for id := range g.deadLetterSent {
