@@ -56,12 +56,45 @@ const (
 )
 
 // decoded is what a record said that the tap keeps after the record is
-// gone: enough to settle it for a group later.
+// gone: enough to settle it for a group later, and, for a copy, which
+// record a group failed.
 type decoded struct {
 	kind        recordKind
 	messageID   string
 	traceParent string
 	attempt     int
+
+	// failedGroup, when set, gave up on the record at failedTopic,
+	// failedPartition, failedOffset and copied it into this one.
+	failedGroup     string
+	failedTopic     string
+	failedPartition int32
+	failedOffset    int64
+}
+
+// originHeaders are one set of original-record headers.
+type originHeaders struct {
+	topic, partition, offset, group []byte
+}
+
+func (o originHeaders) present() bool {
+	return o.topic != nil || o.partition != nil || o.offset != nil
+}
+
+// firstOf keeps the first value seen of a repeated header.
+func firstOf(seen, value []byte) []byte {
+	if seen != nil {
+		return seen
+	}
+	return nonNil(value)
+}
+
+// nonNil tells a header present with an empty value from an absent one.
+func nonNil(value []byte) []byte {
+	if value == nil {
+		return []byte{}
+	}
+	return value
 }
 
 // decoder turns Kafka records into observations. It remembers which
@@ -126,8 +159,10 @@ func (d *decoder) decode(r *kgo.Record, obs []tap.Observation, report func(reaso
 	out := decoded{kind: kind, messageID: own, attempt: attempt}
 	d.keys = d.keys[:0]
 
-	var origTopic, origPartition, origOffset, group, reason []byte
-	var haveTopic, havePartition, haveOffset, haveGroup bool
+	// Original-record headers come in sets, appended by each copy: the
+	// first set names the first record, the last the record copied now.
+	var first, last originHeaders
+	var reason []byte
 	for i := range r.Headers {
 		h := &r.Headers[i]
 		switch {
@@ -141,23 +176,18 @@ func (d *decoder) decode(r *kgo.Record, obs []tap.Observation, report func(reaso
 				continue
 			}
 			out.traceParent = tp
-		case kind != recordPublish && h.Key == d.orig.Topic && h.Key != "":
-			if !haveTopic {
-				origTopic, haveTopic = h.Value, true
-			}
-		case kind != recordPublish && h.Key == d.orig.Partition && h.Key != "":
-			if !havePartition {
-				origPartition, havePartition = h.Value, true
-			}
-		case kind != recordPublish && h.Key == d.orig.Offset && h.Key != "":
-			if !haveOffset {
-				origOffset, haveOffset = h.Value, true
-			}
-		case kind != recordPublish && h.Key == d.orig.ConsumerGroup && h.Key != "":
-			if !haveGroup {
-				group, haveGroup = h.Value, true
-			}
-		case kind != recordPublish && h.Key == d.orig.Reason && h.Key != "":
+		case kind != recordPublish && h.Key != "" && h.Key == d.orig.Topic:
+			first.topic = firstOf(first.topic, h.Value)
+			last.topic = nonNil(h.Value)
+		case kind != recordPublish && h.Key != "" && h.Key == d.orig.Partition:
+			first.partition = firstOf(first.partition, h.Value)
+			last.partition = nonNil(h.Value)
+		case kind != recordPublish && h.Key != "" && h.Key == d.orig.Offset:
+			first.offset = firstOf(first.offset, h.Value)
+			last.offset = nonNil(h.Value)
+		case kind != recordPublish && h.Key != "" && h.Key == d.orig.ConsumerGroup:
+			last.group = nonNil(h.Value)
+		case kind != recordPublish && h.Key != "" && h.Key == d.orig.Reason:
 			reason = h.Value
 		default:
 			keyKind, ok := d.keyHeaders[h.Key]
@@ -172,28 +202,32 @@ func (d *decoder) decode(r *kgo.Record, obs []tap.Observation, report func(reaso
 		}
 	}
 
-	// A copy names the record it copies: it is that record's message.
-	var origin string
-	var originPartition int32 = -1
-	if haveTopic || havePartition || haveOffset {
-		topic, partition, offset, err := parseOrigin(origTopic, origPartition, origOffset)
+	// A copy is the message of the record it copies: the record copied now,
+	// followed back to the first record through the retry records seen,
+	// else the first record the headers name.
+	if last.present() {
+		topic, partition, offset, err := parseOrigin(last.topic, last.partition, last.offset)
 		if err != nil {
 			report(reasonOrigin, err)
 		} else {
-			origin = topic
-			originPartition = partition
-			out.messageID = d.resolve(d.recordID(topic, partition, offset))
+			copied := d.recordID(topic, partition, offset)
+			out.messageID = copied
+			if id, ok := d.origins[copied]; ok {
+				out.messageID = id
+			} else if fTopic, fPartition, fOffset, err := parseOrigin(first.topic, first.partition, first.offset); err == nil {
+				out.messageID = d.resolve(d.recordID(fTopic, fPartition, fOffset))
+			}
+			out.failedTopic, out.failedPartition, out.failedOffset = topic, partition, offset
 			if kind == recordRetry {
 				d.remember(own, out.messageID)
 			}
-		}
-	}
-	var groupName string
-	if haveGroup {
-		if err := checkText(group, maxGroupLen); err != nil {
-			report(reasonGroup, err)
-		} else {
-			groupName = string(group)
+			if last.group != nil {
+				if err := checkText(last.group, maxGroupLen); err != nil {
+					report(reasonGroup, err)
+				} else {
+					out.failedGroup = string(last.group)
+				}
+			}
 		}
 	}
 	var reasonText string
@@ -225,32 +259,38 @@ func (d *decoder) decode(r *kgo.Record, obs []tap.Observation, report func(reaso
 			Keys: d.keys, TraceParent: out.traceParent,
 			Attrs: append(attrs, tap.Int(attrOffset, r.Offset)),
 		})
-		if kind == recordRetry && groupName != "" {
-			// The group gave up on the attempt before this one.
-			failed := tap.Observation{
-				Kind: tap.Settle, Time: at, System: system,
-				Destination: base, MessageID: out.messageID, ConsumerGroup: groupName,
-				Outcome: tap.Nack, Inferred: true, Attempt: max(attempt-1, 1), Reason: reasonText,
-				TraceParent: out.traceParent,
-			}
-			if origin != "" {
-				failed.Destination = origin
-				failed.Partition = strconv.FormatInt(int64(originPartition), 10)
-			}
-			obs = append(obs, failed)
+		if kind == recordRetry && out.failedGroup != "" {
+			// The group gave up on the record copied now, to try again.
+			obs = append(obs, d.failure(&out, tap.Nack, at, reasonText))
 		}
 	case recordDeadLetter:
-		dl := tap.Observation{
+		if out.failedGroup != "" {
+			// The group gave up on the record copied now, for good.
+			obs = append(obs, d.failure(&out, tap.Reject, at, reasonText))
+		}
+		obs = append(obs, tap.Observation{
 			Kind: tap.DeadLetter, Time: at, System: system,
-			Destination: base, MessageID: out.messageID, ConsumerGroup: groupName,
+			Destination: base, MessageID: out.messageID, ConsumerGroup: out.failedGroup,
 			Reason: reasonText, Keys: d.keys, TraceParent: out.traceParent, Attrs: attrs,
-		}
-		if originPartition >= 0 {
-			dl.Partition = strconv.FormatInt(int64(originPartition), 10)
-		}
-		obs = append(obs, dl)
+		})
 	}
 	return obs, out
+}
+
+// failure is the failed group's settlement of the copied record, at the
+// delivery attempt that record stood for.
+func (d *decoder) failure(out *decoded, outcome string, at time.Time, reason string) tap.Observation {
+	kind, _, attempt := d.classify(out.failedTopic)
+	if kind != recordRetry {
+		attempt = 1
+	}
+	return tap.Observation{
+		Kind: tap.Settle, Time: at, System: system,
+		Destination: out.failedTopic, Partition: strconv.FormatInt(int64(out.failedPartition), 10),
+		MessageID: out.messageID, ConsumerGroup: out.failedGroup,
+		Outcome: outcome, Inferred: true, Attempt: attempt, Reason: reason,
+		TraceParent: out.traceParent,
+	}
 }
 
 // recordID is a record's identity, "<topic>/<partition>/<offset>", as the

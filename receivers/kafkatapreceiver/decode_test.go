@@ -109,7 +109,8 @@ func TestDecodeRetryAndDeadLetter(t *testing.T) {
 		},
 	})
 	assert.Empty(t, problems)
-	assert.Equal(t, decoded{kind: recordRetry, messageID: "orders/1/7", attempt: 2}, dec)
+	assert.Equal(t, decoded{kind: recordRetry, messageID: "orders/1/7", attempt: 2,
+		failedGroup: "billing", failedTopic: "orders", failedPartition: 1, failedOffset: 7}, dec)
 	assert.Equal(t, []tap.Observation{
 		{
 			Kind: tap.Publish, Time: at, System: "kafka", Destination: "orders.retry.1", Partition: "0",
@@ -133,7 +134,8 @@ func TestDecodeRetryAndDeadLetter(t *testing.T) {
 		},
 	})
 	assert.Empty(t, problems)
-	assert.Equal(t, decoded{kind: recordRetry, messageID: "orders/1/7", attempt: 3}, dec)
+	assert.Equal(t, decoded{kind: recordRetry, messageID: "orders/1/7", attempt: 3,
+		failedTopic: "orders.retry.1", failedPartition: 0, failedOffset: 3}, dec)
 	require.Len(t, obs, 1, "no group named: no failed attempt to report")
 
 	// The dead-letter copy of the second retry is the same message,
@@ -150,11 +152,60 @@ func TestDecodeRetryAndDeadLetter(t *testing.T) {
 		},
 	})
 	assert.Empty(t, problems)
-	assert.Equal(t, decoded{kind: recordDeadLetter, messageID: "orders/1/7"}, dec)
-	assert.Equal(t, []tap.Observation{{
-		Kind: tap.DeadLetter, Time: at, System: "kafka", Destination: "orders", Partition: "0",
-		MessageID: "orders/1/7", ConsumerGroup: "billing", Reason: "com.example.Declined", Keys: []model.Key{},
-	}}, fixKeys(obs))
+	assert.Equal(t, decoded{kind: recordDeadLetter, messageID: "orders/1/7",
+		failedGroup: "billing", failedTopic: "orders.retry.2", failedPartition: 0, failedOffset: 9}, dec)
+	assert.Equal(t, []tap.Observation{
+		{
+			Kind: tap.Settle, Time: at, System: "kafka", Destination: "orders.retry.2", Partition: "0",
+			MessageID: "orders/1/7", ConsumerGroup: "billing", Outcome: tap.Reject, Inferred: true, Attempt: 3,
+			Reason: "com.example.Declined", Keys: []model.Key{},
+		},
+		{
+			Kind: tap.DeadLetter, Time: at, System: "kafka", Destination: "orders",
+			MessageID: "orders/1/7", ConsumerGroup: "billing", Reason: "com.example.Declined", Keys: []model.Key{},
+		},
+	}, fixKeys(obs))
+}
+
+// TestDecodeAppendedOrigins reads Spring's appended header sets: the last
+// set is the record copied now (and the group that failed it), the first
+// names the first record — the identity when the tap has not seen the
+// copied record.
+func TestDecodeAppendedOrigins(t *testing.T) {
+	headers := []kgo.RecordHeader{
+		hdr("kafka_dlt-original-topic", []byte("orders")),
+		hdr("kafka_dlt-original-partition", be32(1)),
+		hdr("kafka_dlt-original-offset", be64(7)),
+		hdr("kafka_dlt-original-consumer-group", []byte("billing")),
+		hdr("kafka_dlt-original-topic", []byte("orders.retry.1")),
+		hdr("kafka_dlt-original-partition", be32(0)),
+		hdr("kafka_dlt-original-offset", be64(3)),
+		hdr("kafka_dlt-original-consumer-group", []byte("billing-retry")),
+	}
+	_, dec, problems := decodeOne(testDecoder(), &kgo.Record{Topic: "orders.dlq", Headers: headers})
+	assert.Empty(t, problems)
+	assert.Equal(t, decoded{kind: recordDeadLetter, messageID: "orders/1/7",
+		failedGroup: "billing-retry", failedTopic: "orders.retry.1", failedPartition: 0, failedOffset: 3}, dec)
+
+	// With the copied record seen, its memory wins.
+	d := testDecoder()
+	d.remember("orders.retry.1/0/3", "orders/2/2")
+	_, dec, _ = decodeOne(d, &kgo.Record{Topic: "orders.dlq", Headers: headers})
+	assert.Equal(t, "orders/2/2", dec.messageID)
+}
+
+func TestPendingFail(t *testing.T) {
+	started := time.Unix(100, 0)
+	ps := newPartitionState("orders", 0)
+	for offset := range int64(3) {
+		ps.add(pendingRecord{offset: offset, published: started, messageID: "orders/0/" + strconv.FormatInt(offset, 10)}, 10, 1)
+	}
+	ps.fail(0, 1)
+	ps.fail(0, 9) // not pending: nothing
+	obs := ps.settle(nil, 0, "billing", 3, time.Unix(110, 0), started)
+	require.Len(t, obs, 2)
+	assert.Equal(t, "orders/0/0", obs[0].MessageID)
+	assert.Equal(t, "orders/0/2", obs[1].MessageID)
 }
 
 // fixKeys makes empty key lists comparable.

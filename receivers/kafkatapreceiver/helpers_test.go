@@ -125,6 +125,19 @@ func (u *tapUnderTest) waitSpans(t *testing.T, n int) {
 		30*time.Second, 20*time.Millisecond, "the tap emitted %d spans, want %d", u.traces.SpanCount(), n)
 }
 
+// waitFor waits until a span emitted so far matches.
+func (u *tapUnderTest) waitFor(t *testing.T, match func(ptrace.Span) bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, s := range u.spans() {
+			if match(s) {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 10*time.Millisecond, "the tap did not emit the span")
+}
+
 // consume polls c until it has n records, handing each to handle, and
 // commits each batch after handling it.
 func consume(t *testing.T, c *kgo.Client, n int, handle func(*kgo.Record)) {

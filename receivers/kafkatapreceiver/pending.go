@@ -1,6 +1,7 @@
 package kafkatapreceiver
 
 import (
+	"sort"
 	"strconv"
 	"time"
 
@@ -131,6 +132,17 @@ func (ps *partitionState) settle(obs []tap.Observation, group int, name string, 
 	}
 	ps.committed[group], ps.polledAt[group] = committed, now
 	return obs
+}
+
+// fail records that group gave up on the record at offset (it copied it
+// to a retry or dead-letter topic): when its commit passes the record, no
+// success is reported. A commit seen before the copy has been reported.
+func (ps *partitionState) fail(group int, offset int64) {
+	live := ps.live()
+	i := sort.Search(len(live), func(i int) bool { return live[i].offset >= offset })
+	if i < len(live) && live[i].offset == offset {
+		live[i].settled |= 1 << group
+	}
 }
 
 // prune forgets the records every consuming group has committed past.

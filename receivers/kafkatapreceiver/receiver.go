@@ -64,6 +64,7 @@ type kafkaTap struct {
 	admin      *kadm.Client
 	decoder    *decoder
 	partitions map[string]map[int32]*partitionState
+	groupIndex map[string]int // consumer group → its bit in pendingRecord.settled
 	spans      *tap.Spans
 	backlog    *tap.Backlog
 	obs        []tap.Observation
@@ -112,6 +113,10 @@ func (t *kafkaTap) Start(ctx context.Context, _ component.Host) error {
 	t.admin = kadm.NewClient(client)
 	t.decoder = newDecoder(t.cfg)
 	t.partitions = map[string]map[int32]*partitionState{}
+	t.groupIndex = map[string]int{}
+	for i, g := range t.cfg.ConsumerGroups {
+		t.groupIndex[g] = i
+	}
 	t.spans = tap.NewSpans(system, metadata.ScopeName)
 	t.backlog = tap.NewBacklog(system, metadata.ScopeName)
 	t.broker = t.cfg.Brokers[0]
@@ -260,6 +265,15 @@ func (t *kafkaTap) observe(r *kgo.Record) {
 	groups := len(t.cfg.ConsumerGroups)
 	if groups == 0 {
 		return
+	}
+	if group, ok := t.groupIndex[dec.failedGroup]; ok {
+		// The group gave up on the copied record: its commit past it is
+		// not a success.
+		if byPartition, ok := t.partitions[dec.failedTopic]; ok {
+			if ps, ok := byPartition[dec.failedPartition]; ok {
+				ps.fail(group, dec.failedOffset)
+			}
+		}
 	}
 	evicted := t.partition(r.Topic, r.Partition).add(pendingRecord{
 		offset: r.Offset, published: r.Timestamp, messageID: dec.messageID,
