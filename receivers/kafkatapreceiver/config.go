@@ -106,9 +106,10 @@ type SASLConfig struct {
 }
 
 // OriginalHeaders name the headers of a retry or dead-letter record that
-// point at the record it copies. Partition and offset are read as 4- and
-// 8-byte big-endian integers (as Spring Kafka writes them) or as decimal
-// text. An empty name turns that header off.
+// point at the record it copies. Each copy may append a set: the last names
+// the record copied now, the first the first record. Partition and offset
+// are read as 4- and 8-byte big-endian integers (as Spring Kafka writes
+// them) or as decimal text. An empty name turns that header off.
 type OriginalHeaders struct {
 	// Topic. Default "kafka_dlt-original-topic".
 	Topic string `mapstructure:"topic"`
@@ -116,8 +117,8 @@ type OriginalHeaders struct {
 	Partition string `mapstructure:"partition"`
 	// Offset. Default "kafka_dlt-original-offset".
 	Offset string `mapstructure:"offset"`
-	// ConsumerGroup is the group that failed to process the original.
-	// Default "kafka_dlt-original-consumer-group".
+	// ConsumerGroup is the group that failed the copied record; the last
+	// occurrence is used. Default "kafka_dlt-original-consumer-group".
 	ConsumerGroup string `mapstructure:"consumer_group"`
 	// Reason is a short failure reason, e.g. an exception class. The last
 	// occurrence is used. Default "kafka_dlt-exception-fqcn".
