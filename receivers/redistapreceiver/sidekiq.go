@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flowtrace/flowtrace/model"
@@ -26,9 +27,14 @@ type sidekiqState struct {
 	prefix string
 	jobs   map[string]*trackedJob
 	// order is the order jobs were first seen in, for the bound on jobs.
-	order    []string
+	order []string
+	// bad are the hashes of jobs that could not be read, counted once.
+	bad      map[uint64]struct{}
 	lastPoll time.Time
 }
+
+// maxBadJobs bounds the unreadable jobs remembered.
+const maxBadJobs = 10_000
 
 type jobState uint8
 
@@ -51,7 +57,7 @@ type trackedJob struct {
 }
 
 func newSidekiqState(cfg *SidekiqConfig) *sidekiqState {
-	s := &sidekiqState{cfg: cfg, jobs: map[string]*trackedJob{}}
+	s := &sidekiqState{cfg: cfg, jobs: map[string]*trackedJob{}, bad: map[uint64]struct{}{}}
 	if cfg.Namespace != "" {
 		s.prefix = cfg.Namespace + ":"
 	}
@@ -118,7 +124,7 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 	decode := func(raw string) (job, bool) {
 		j, err := decodeJob([]byte(raw))
 		if err != nil {
-			out.decodeError(err)
+			s.badInput(raw, err, out)
 			return job{}, false
 		}
 		return j, true
@@ -229,7 +235,7 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			if jid, err := decodeWork([]byte(raw)); err == nil {
 				running[jid] = true
 			} else {
-				out.decodeError(err)
+				s.badInput(raw, err, out)
 			}
 		}
 	}
@@ -274,6 +280,20 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 		}
 	}
 	return nil
+}
+
+// badInput counts a job the tap cannot read once, however many polls see
+// it waiting.
+func (s *sidekiqState) badInput(raw string, err error, out *batch) {
+	h := xxhash.Sum64String(raw)
+	if _, ok := s.bad[h]; ok {
+		return
+	}
+	if len(s.bad) >= maxBadJobs {
+		clear(s.bad)
+	}
+	s.bad[h] = struct{}{}
+	out.decodeError(err)
 }
 
 // track returns the state of j's job, remembering it if new; past the
