@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,8 @@ type kafkaTap struct {
 	admin      *kadm.Client
 	decoder    *decoder
 	partitions map[string]map[int32]*partitionState
-	groupIndex map[string]int // consumer group → its bit in pendingRecord.settled
+	groupIndex map[string]int    // consumer group → its bit in pendingRecord.settled
+	warned     map[string]string // what warnChanged last logged, by key
 	spans      *tap.Spans
 	backlog    *tap.Backlog
 	obs        []tap.Observation
@@ -114,6 +116,7 @@ func (t *kafkaTap) Start(ctx context.Context, _ component.Host) error {
 	t.decoder = newDecoder(t.cfg)
 	t.partitions = map[string]map[int32]*partitionState{}
 	t.groupIndex = map[string]int{}
+	t.warned = map[string]string{}
 	for i, g := range t.cfg.ConsumerGroups {
 		t.groupIndex[g] = i
 	}
@@ -245,15 +248,38 @@ func (t *kafkaTap) session(ctx context.Context, connected tap.Connected) error {
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return ctx.Err()
 		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				return
-			}
-			t.logger.Warn("kafka fetch failed", zap.String("topic", topic), zap.Int32("partition", partition), zap.Error(err))
-		})
+		fetches.EachError(t.fetchError)
 		fetches.EachRecord(t.observe)
 		t.flush(ctx)
 	}
+}
+
+// fetchError logs a partition's fetch error: the client retries on its
+// own, and a missing topic would otherwise be logged at every poll.
+func (t *kafkaTap) fetchError(topic string, partition int32, err error) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return
+	}
+	t.warnChanged(topic+"/"+strconv.FormatInt(int64(partition), 10), "kafka fetch failed", err,
+		zap.String("topic", topic), zap.Int32("partition", partition))
+}
+
+// maxWarnings bounds the errors remembered for logging.
+const maxWarnings = 1024
+
+// warnChanged logs err at Warn the first time it is seen for key, and at
+// Debug while it repeats.
+func (t *kafkaTap) warnChanged(key, msg string, err error, fields ...zap.Field) {
+	fields = append(fields, zap.Error(err))
+	if t.warned[key] == err.Error() {
+		t.logger.Debug(msg, fields...)
+		return
+	}
+	if len(t.warned) >= maxWarnings {
+		clear(t.warned)
+	}
+	t.warned[key] = err.Error()
+	t.logger.Warn(msg, fields...)
 }
 
 // observe turns one record into observations and keeps it pending for the
@@ -331,13 +357,11 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 	// a request, not a lost connection.
 	ends, err := t.admin.ListEndOffsets(ctx, topics...)
 	if err != nil {
-		t.logger.Warn("kafka end offsets unavailable; lag not reported", zap.Error(err))
+		t.warnChanged("\x00ends", "kafka end offsets unavailable; lag not reported", err)
+	} else {
+		delete(t.warned, "\x00ends")
 	}
 	commits := t.admin.FetchManyOffsets(ctx, groups...)
-	if commits.AllFailed() {
-		t.logger.Warn("kafka group offsets unavailable", zap.Error(commits.Error()))
-		return nil
-	}
 	now := time.Now()
 	tapped := make(map[string]bool, len(topics))
 	for _, topic := range topics {
@@ -346,9 +370,12 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 	for i, group := range groups {
 		resp, ok := commits[group]
 		if !ok || resp.Err != nil {
-			t.logger.Debug("kafka group offsets unavailable", zap.String("group", group), zap.Error(resp.Err))
+			if resp.Err != nil {
+				t.warnChanged("\x00group\x00"+group, "kafka group offsets unavailable", resp.Err, zap.String("group", group))
+			}
 			continue
 		}
+		delete(t.warned, "\x00group\x00"+group)
 		lags := map[string]*groupLag{}
 		for _, o := range resp.Fetched.Sorted() {
 			if o.Err != nil || o.At < 0 || !tapped[o.Topic] {
