@@ -178,6 +178,13 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
 // groupLag sums a group's lag over a topic's partitions.
 type groupLag struct {
 	messages int64

@@ -54,9 +54,10 @@ type kafkaTap struct {
 	stopped sync.Once
 	client  *kgo.Client
 
-	// lost is the last connection failure the client saw since the
-	// session started; cancelPoll ends the poll waiting on the broker.
-	lost       atomic.Pointer[error]
+	// dialFailed is set when the client could not connect to a broker;
+	// cancelPoll ends the poll waiting on the brokers, so the session
+	// checks at once whether any broker still answers.
+	dialFailed atomic.Bool
 	cancelPoll atomic.Pointer[context.CancelFunc]
 
 	// Owned by the run goroutine.
@@ -71,6 +72,7 @@ type kafkaTap struct {
 	backlog    *tap.Backlog
 	obs        []tap.Observation
 	nextPoll   time.Time
+	lastPing   time.Time
 	broker     string
 }
 
@@ -197,8 +199,8 @@ func (t *kafkaTap) clientOpts(ctx context.Context) ([]kgo.Opt, error) {
 	return append(opts, t.extraOpts...), nil
 }
 
-// connectionHook tells the session when the client could not reach a
-// broker, so the time without it is counted.
+// connectionHook tells the session when the client could not connect to
+// a broker, so it checks the brokers without waiting for the next poll.
 type connectionHook struct{ t *kafkaTap }
 
 var _ kgo.HookBrokerConnect = connectionHook{}
@@ -207,27 +209,44 @@ func (h connectionHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _
 	if err == nil {
 		return
 	}
-	h.t.lost.Store(&err)
+	h.t.dialFailed.Store(true)
 	if cancel := h.t.cancelPoll.Load(); cancel != nil {
 		(*cancel)()
 	}
 }
 
-// session reads records and polls offsets while the brokers answer. It
-// returns when one cannot be reached; the client keeps its positions, so
-// the next session goes on where this one stopped.
-func (t *kafkaTap) session(ctx context.Context, connected tap.Connected) error {
-	pingCtx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
-	err := t.client.Ping(pingCtx)
-	cancel()
-	if err != nil {
+// minPingInterval spaces the checks a failed connection prompts: a broker
+// that stays down must not turn them into a busy loop.
+const minPingInterval = time.Second
+
+// ping checks that some broker answers.
+func (t *kafkaTap) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
+	defer cancel()
+	t.lastPing = time.Now()
+	if err := t.client.Ping(ctx); err != nil {
 		return fmt.Errorf("ping: %w", err)
 	}
-	t.lost.Store(nil)
+	return nil
+}
+
+// session reads records and polls offsets while the brokers answer. It
+// returns when none does: the time until one answers again is a gap. The
+// client keeps its positions, so the next session goes on where this one
+// stopped. One broker down while others answer is not a gap: the client
+// moves on to the partitions' new leaders by itself.
+func (t *kafkaTap) session(ctx context.Context, connected tap.Connected) error {
+	t.dialFailed.Store(false)
+	if err := t.ping(ctx); err != nil {
+		return err
+	}
 	connected()
 	for {
-		if lost := t.lost.Load(); lost != nil {
-			return fmt.Errorf("connect: %w", *lost)
+		if t.dialFailed.Load() && time.Since(t.lastPing) >= minPingInterval {
+			t.dialFailed.Store(false)
+			if err := t.ping(ctx); err != nil {
+				return err
+			}
 		}
 		if !time.Now().Before(t.nextPoll) {
 			err := t.poll(ctx)
@@ -237,11 +256,12 @@ func (t *kafkaTap) session(ctx context.Context, connected tap.Connected) error {
 			}
 			t.nextPoll = time.Now().Add(t.cfg.PollInterval)
 		}
-		pollCtx, cancel := context.WithDeadline(ctx, t.nextPoll)
-		t.cancelPoll.Store(&cancel)
-		if t.lost.Load() != nil {
-			cancel()
+		deadline := t.nextPoll
+		if t.dialFailed.Load() {
+			deadline = earlier(deadline, t.lastPing.Add(minPingInterval))
 		}
+		pollCtx, cancel := context.WithDeadline(ctx, deadline)
+		t.cancelPoll.Store(&cancel)
 		fetches := t.client.PollRecords(pollCtx, maxPollRecords)
 		t.cancelPoll.Store(nil)
 		cancel()
@@ -343,11 +363,11 @@ func (t *kafkaTap) partition(topic string, partition int32) *partitionState {
 // and the partitions' end offsets: commits settle tapped records, and give
 // the groups' lag.
 func (t *kafkaTap) poll(ctx context.Context) error {
+	if err := t.ping(ctx); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()
-	if err := t.client.Ping(ctx); err != nil {
-		return fmt.Errorf("ping: %w", err)
-	}
 	groups := t.cfg.ConsumerGroups
 	topics := t.client.GetConsumeTopics()
 	if len(groups) == 0 || len(topics) == 0 {
