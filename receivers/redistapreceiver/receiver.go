@@ -150,6 +150,8 @@ func (t *redisTap) session(ctx context.Context, connected tap.Connected) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Closing the client wakes a blocked XREAD when the session ends.
+	defer context.AfterFunc(ctx, func() { _ = client.Close() })()
 
 	var loops []func() error
 	if len(t.cfg.PubSub.Patterns) > 0 {

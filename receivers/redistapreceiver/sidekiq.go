@@ -154,8 +154,10 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			at, _ := j.enqueuedTime()
 			s.publish(t, j.JID, attempt, at, out)
 			t.state, t.attempt, t.queue = jobQueued, attempt, q
-			if k == len(tail)-1 && !at.IsZero() {
-				latency = now.Sub(at).Seconds()
+			// Sidekiq's latency: now − enqueued_at of the job at the tail,
+			// 0 without one.
+			if enqueuedAt, ok := sidekiqTime(j.EnqueuedAt); ok && k == len(tail)-1 {
+				latency = now.Sub(enqueuedAt).Seconds()
 			}
 		}
 		dest := tap.Destination{System: systemSidekiq, Destination: q}
