@@ -81,7 +81,7 @@ chain(charge.s(17), ship.s()).apply_async()
 
 	want := []string{"completed retries=1 dead_letters=0 hops=2 [celery/app.charge@tasks:acked:2 celery/app.ship@tasks:acked:1]"}
 	var got []string
-	eventually(t, 50*time.Second, "the chain's flow is complete", func() bool {
+	waitFor(50*time.Second, func() bool {
 		got = flowSummary(t, p, spansOf(rt.traces, p))
 		return assert.ObjectsAreEqual(want, got)
 	})

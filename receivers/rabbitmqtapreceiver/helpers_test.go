@@ -139,13 +139,22 @@ func testAPI(mgmt string) *managementAPI {
 // time. The wait bounds the test, it measures nothing.
 func eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !waitFor(limit, cond) {
+		t.Fatalf("gave up waiting: %s", what)
+	}
+}
+
+// waitFor waits for cond; false when it does not hold in time, for the
+// caller to say what it got.
+func waitFor(limit time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
+			return false
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return true
 }
 
 // spansOf returns the tap's spans about names starting with prefix: the

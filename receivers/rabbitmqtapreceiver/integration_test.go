@@ -2,6 +2,8 @@ package rabbitmqtapreceiver
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,18 +13,19 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/flowtrace/flowtrace/model"
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 )
 
 // declareWorkload declares a work queue that dead-letters to a fanout
-// exchange, the dead-letter queue behind it, and an audit queue.
+// exchange, the dead-letter queue behind it, an audit and an orders queue.
 func declareWorkload(t *testing.T, ch *amqp.Channel, p string) {
 	t.Helper()
 	require.NoError(t, ch.ExchangeDeclare(p+"dlx", "fanout", false, true, false, false, nil))
 	for _, q := range []struct {
 		name string
 		args amqp.Table
-	}{{p + "work", amqp.Table{"x-dead-letter-exchange": p + "dlx"}}, {p + "dead", nil}, {p + "audit", nil}} {
+	}{{p + "work", amqp.Table{"x-dead-letter-exchange": p + "dlx"}}, {p + "dead", nil}, {p + "audit", nil}, {p + "orders", nil}} {
 		_, err := ch.QueueDeclare(q.name, false, false, false, false, q.args)
 		require.NoError(t, err)
 		t.Cleanup(func() {
@@ -45,15 +48,16 @@ func next(t *testing.T, ds <-chan amqp.Delivery) amqp.Delivery {
 	}
 }
 
-// TestWorkloadFlows runs a workload with a retry (nack and requeue) and a
-// dead letter (reject to a dead-letter exchange) and checks the flows the
-// correlator builds from the tap's spans alone.
-func TestWorkloadFlows(t *testing.T) {
+// TestWorkload runs a workload with a retry (nack and requeue), a dead
+// letter (reject to a dead-letter exchange) and a message carrying a
+// traceparent, and checks the flows the correlator builds from the tap's
+// spans alone, then with the application's producer span.
+func TestWorkload(t *testing.T) {
 	t.Parallel()
-	p := uniquePrefix("workload")
+	rt := startTap(t, "workload", nil)
+	p := rt.prefix
 	_, ch := dial(t)
 	declareWorkload(t, ch, p)
-	rt := startTap(t, "workload", nil)
 	// The poller binds the tap's queue to the dead-letter exchange, so the
 	// dead letter is seen when it happens.
 	eventually(t, 30*time.Second, "the tap's queue is bound to the dead-letter exchange", func() bool {
@@ -80,6 +84,12 @@ func TestWorkloadFlows(t *testing.T) {
 	// A message without a message id, rejected: the tap names it by a
 	// fingerprint that survives dead-lettering.
 	publish(p+"work", amqp.Publishing{Body: []byte(`{"poison":true}`), Headers: amqp.Table{"kind": "poison"}})
+	// Order 19 comes from an instrumented application.
+	traceID := pcommon.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
+	spanID := pcommon.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}
+	published := time.Now()
+	publish(p+"orders", amqp.Publishing{MessageId: p + "order-19", Body: []byte(`{"order":19}`),
+		Headers: amqp.Table{"traceparent": "00-" + traceID.String() + "-" + spanID.String() + "-01"}})
 
 	_, consumer := dial(t)
 	require.NoError(t, consumer.Qos(1, 0, false))
@@ -99,7 +109,7 @@ func TestWorkloadFlows(t *testing.T) {
 	require.Empty(t, d.MessageId)
 	require.NoError(t, d.Reject(false))
 
-	for _, q := range []string{p + "audit", p + "dead"} {
+	for _, q := range []string{p + "audit", p + "dead", p + "orders"} {
 		ds, err := consumer.Consume(q, "", false, false, false, false, nil)
 		require.NoError(t, err)
 		d := next(t, ds)
@@ -107,12 +117,13 @@ func TestWorkloadFlows(t *testing.T) {
 	}
 
 	want := []string{
+		"completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]",
 		"completed retries=0 dead_letters=0 hops=2 [rabbitmq/@audit:acked:1 rabbitmq/@work:acked:1]",
 		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",
 		"dead_lettered retries=0 dead_letters=1 hops=2 [rabbitmq/@dead:acked:1 rabbitmq/@work:dead_lettered:1:rejected]",
 	}
 	var got []string
-	eventually(t, 40*time.Second, "the flows are complete", func() bool {
+	waitFor(40*time.Second, func() bool {
 		got = flowSummary(t, p, spansOf(rt.traces, p))
 		return assert.ObjectsAreEqual(want, got)
 	})
@@ -141,11 +152,41 @@ func TestWorkloadFlows(t *testing.T) {
 	assert.Equal(t, []string{"ack", "nack"}, settles[p+"order-18@"+p+"work"])
 	assert.Equal(t, []string{"ack"}, settles[p+"audit-17@"+p+"audit"])
 	for key, outcomes := range settles {
-		if len(key) > 3 && key[len(p):len(p)+3] == "fp:" && key[len(key)-4:] == "work" {
+		if strings.HasPrefix(key, "fp:") && strings.HasSuffix(key, "@"+p+"work") {
 			t.Errorf("the rejected message was settled on its queue: %v", outcomes)
 		}
 	}
 	assert.Zero(t, counter(t, rt.tel, "flowtrace.tap.decode_errors"))
+
+	t.Run("trace_join", func(t *testing.T) {
+		// The application's own producer span for order 19, as its
+		// instrumentation sends it: with the tap's spans, one message,
+		// one hop.
+		app := ptrace.NewTraces()
+		rs := app.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", "checkout")
+		span := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		span.SetTraceID(traceID)
+		span.SetSpanID(spanID)
+		span.SetKind(ptrace.SpanKindProducer)
+		span.SetName("send " + p + "orders")
+		span.SetStartTimestamp(pcommon.NewTimestampFromTime(published))
+		span.SetEndTimestamp(pcommon.NewTimestampFromTime(published.Add(time.Millisecond)))
+		span.Attributes().PutStr(tap.AttrSystem, systemRabbitMQ)
+		span.Attributes().PutStr(tap.AttrOperationType, "send")
+		span.Attributes().PutStr(tap.AttrDestination, p+"orders")
+
+		assert.Equal(t, want, flowSummary(t, p, spansOf(rt.traces, p), app))
+		var joined []model.Hop
+		for _, h := range flowHops(t, spansOf(rt.traces, p), app) {
+			if h.ConsumerGroup == p+"orders" {
+				joined = append(joined, h)
+			}
+		}
+		require.Len(t, joined, 1)
+		assert.Equal(t, "checkout", joined[0].Producer, "the hop's producer comes from the application's span")
+		assert.Equal(t, p+"order-19", joined[0].MessageID)
+	})
 }
 
 func forEachSpan(td ptrace.Traces, fn func(ptrace.Span)) {
@@ -160,65 +201,7 @@ func forEachSpan(td ptrace.Traces, fn func(ptrace.Span)) {
 }
 
 func uniqueSorted(s []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, v := range s {
-		if !seen[v] {
-			seen[v] = true
-			out = append(out, v)
-		}
-	}
-	if len(out) == 2 && out[0] > out[1] {
-		out[0], out[1] = out[1], out[0]
-	}
-	return out
-}
-
-// TestTraceJoin publishes a message carrying a traceparent: the tap's
-// spans and the application's producer span are one message, one hop.
-func TestTraceJoin(t *testing.T) {
-	t.Parallel()
-	p := uniquePrefix("join")
-	_, ch := dial(t)
-	q, err := ch.QueueDeclare(p+"orders", false, true, false, false, nil)
-	require.NoError(t, err)
-	rt := startTap(t, "join", nil)
-
-	traceID := pcommon.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
-	spanID := pcommon.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}
-	traceparent := "00-" + traceID.String() + "-" + spanID.String() + "-01"
-	published := time.Now()
-	require.NoError(t, ch.PublishWithContext(context.Background(), "", q.Name, false, false, amqp.Publishing{
-		MessageId: p + "order-1", Body: []byte(`{"order":1}`), Headers: amqp.Table{"traceparent": traceparent},
-	}))
-	ds, err := ch.Consume(q.Name, "", false, false, false, false, nil)
-	require.NoError(t, err)
-	require.NoError(t, next(t, ds).Ack(false))
-
-	// The application's own producer span, as its instrumentation sends it.
-	app := ptrace.NewTraces()
-	rs := app.ResourceSpans().AppendEmpty()
-	rs.Resource().Attributes().PutStr("service.name", "checkout")
-	span := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
-	span.SetTraceID(traceID)
-	span.SetSpanID(spanID)
-	span.SetKind(ptrace.SpanKindProducer)
-	span.SetName("send " + q.Name)
-	span.SetStartTimestamp(pcommon.NewTimestampFromTime(published))
-	span.SetEndTimestamp(pcommon.NewTimestampFromTime(published.Add(time.Millisecond)))
-	span.Attributes().PutStr(tap.AttrSystem, systemRabbitMQ)
-	span.Attributes().PutStr(tap.AttrOperationType, "send")
-	span.Attributes().PutStr(tap.AttrDestination, q.Name)
-
-	want := []string{"completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]"}
-	var got []string
-	eventually(t, 40*time.Second, "the flow is complete", func() bool {
-		got = flowSummary(t, p, spansOf(rt.traces, p), app)
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
-
-	res := flowHops(t, spansOf(rt.traces, p), app)
-	require.Len(t, res, 1)
-	assert.Equal(t, "checkout", res[0].Producer, "the hop's producer comes from the application's span")
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
 }

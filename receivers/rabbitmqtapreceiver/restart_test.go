@@ -112,7 +112,7 @@ func TestBrokerRestart(t *testing.T) {
 		want[i] = "completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]"
 	}
 	var got []string
-	eventually(t, 60*time.Second, "the flows are complete", func() bool {
+	waitFor(60*time.Second, func() bool {
 		got = flowSummary(t, p, spansOf(rt.traces, p))
 		return assert.ObjectsAreEqual(want, got)
 	})
