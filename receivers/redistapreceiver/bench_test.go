@@ -54,6 +54,42 @@ func BenchmarkDecodeEntries(b *testing.B) {
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 }
 
+// BenchmarkXReadFrames reads the captured XREAD reply through go-redis,
+// from a local server that replays it, into publish spans: the tap's whole
+// read path for each entry, the RESP parsing included.
+func BenchmarkXReadFrames(b *testing.B) {
+	addr := replayServer(b)
+	client := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true, MaxRetries: -1})
+	b.Cleanup(func() { _ = client.Close() })
+	ctx := context.Background()
+	first, err := client.XRead(ctx, &redis.XReadArgs{Streams: []string{"s", "0-0"}, Count: 1000, Block: -1}).Result()
+	require.NoError(b, err)
+	require.Len(b, first, 1)
+	cfg := createDefaultConfig()
+	cfg.Streams.Names = []string{first[0].Stream}
+	cfg.Streams.KeyFields = map[string]string{"order_id": "order_id"}
+	tel := componenttest.NewTelemetry()
+	b.Cleanup(func() { _ = tel.Shutdown(ctx) })
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.TelemetrySettings = tel.NewTelemetrySettings()
+	rt, err := newRedisTap(cfg, set)
+	require.NoError(b, err)
+	st := rt.streams
+	st.all[0].lastID = "0-0"
+	b.ReportAllocs()
+	b.ResetTimer()
+	events := 0
+	for b.Loop() {
+		st.all[0].entries = st.all[0].entries[:0]
+		out := rt.newBatch(ctx)
+		if err := st.read(ctx, client, -1, out); err != nil {
+			b.Fatal(err)
+		}
+		events += out.spans.Len()
+	}
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}
+
 // BenchmarkDecodeJobs decodes Sidekiq jobs captured from Redis into publish
 // spans, as the tap does for each job it reads from a queue.
 func BenchmarkDecodeJobs(b *testing.B) {

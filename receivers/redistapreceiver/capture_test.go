@@ -27,9 +27,10 @@ const (
 	jobsFile    = "jobs.jsonl"
 )
 
-// TestCaptureTestdata writes testdata/entries.jsonl and testdata/jobs.jsonl
-// from the local Redis: synthetic entries added to a stream and read back,
-// and Sidekiq jobs pushed in Sidekiq's format and read back. It runs only
+// TestCaptureTestdata writes testdata/xread.resp, testdata/entries.jsonl
+// and testdata/jobs.jsonl from the local Redis: synthetic entries added to a
+// stream and read back (the XREAD reply as it came, and decoded), and
+// Sidekiq jobs pushed in Sidekiq's format and read back. It runs only
 // with FLOWTRACE_REDIS_CAPTURE=1.
 func TestCaptureTestdata(t *testing.T) {
 	if os.Getenv("FLOWTRACE_REDIS_CAPTURE") != "1" {
@@ -49,6 +50,7 @@ func TestCaptureTestdata(t *testing.T) {
 	}
 	msgs, err := client.XRange(ctx, stream, "-", "+").Result()
 	require.NoError(t, err)
+	captureXRead(t, addr, stream)
 	writeLines(t, entriesFile, len(msgs), func(i int) any {
 		fields := map[string]string{}
 		for k, v := range msgs[i].Values {
