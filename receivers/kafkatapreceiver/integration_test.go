@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -261,4 +262,32 @@ func TestLagInMessagesAndSeconds(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 2, settles)
+}
+
+// TestTopicCreatedLater: a topic matching topic_regexes that appears after
+// the tap started is read from its first record.
+func TestTopicCreatedLater(t *testing.T) {
+	run := runID()
+	topic := "late-" + run
+	cluster := newCluster(t)
+	brokers := cluster.ListenAddrs()
+	cfg := testConfig(brokers)
+	cfg.TopicRegexes = []string{"^late-" + run + "$"}
+	cfg.MetadataRefreshInterval = 100 * time.Millisecond
+	u := startTap(t, cfg)
+
+	admin := kadm.NewClient(newClient(t, brokers))
+	_, err := admin.CreateTopic(context.Background(), 1, 1, nil, topic)
+	require.NoError(t, err)
+	producer := newClient(t, brokers)
+	for range 3 {
+		require.NoError(t, producer.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Value: []byte("{}")}).FirstErr())
+	}
+	u.waitSpans(t, 3)
+	ids := map[string]bool{}
+	for _, s := range u.spans() {
+		id, _ := s.Attributes().Get(tap.AttrMessageID)
+		ids[id.Str()] = true
+	}
+	assert.Equal(t, map[string]bool{topic + "/0/0": true, topic + "/0/1": true, topic + "/0/2": true}, ids)
 }

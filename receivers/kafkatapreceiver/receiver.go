@@ -30,6 +30,10 @@ import (
 // maxPollRecords bounds the records turned into one batch of spans.
 const maxPollRecords = 10_000
 
+// defaultMetadataMinAge is the client's own least time between metadata
+// refreshes, lowered when metadata_refresh_interval is shorter.
+const defaultMetadataMinAge = 5 * time.Second
+
 // kafkaTap reads the configured topics as a direct consumer (no group, no
 // commits: the applications' groups never see it) and polls the watched
 // groups' commits. Start and Shutdown are called by the collector's
@@ -160,6 +164,7 @@ func (t *kafkaTap) clientOpts(ctx context.Context) ([]kgo.Opt, error) {
 		kgo.SeedBrokers(t.cfg.Brokers...),
 		kgo.ClientID(t.cfg.ClientID),
 		kgo.MetadataMaxAge(t.cfg.MetadataRefreshInterval),
+		kgo.MetadataMinAge(min(t.cfg.MetadataRefreshInterval, defaultMetadataMinAge)),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.WithHooks(connectionHook{t}),
 	}
