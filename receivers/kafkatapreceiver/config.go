@@ -66,10 +66,12 @@ type Config struct {
 	PollInterval time.Duration `mapstructure:"poll_interval"`
 	// Timeout bounds each offset poll and reachability check. Default 5s.
 	Timeout time.Duration `mapstructure:"timeout"`
-	// MaxPendingPerPartition bounds the tapped records a partition keeps
-	// until every watched group's commit has passed them; past it the
-	// oldest are forgotten and counted. Default 100000.
-	MaxPendingPerPartition int `mapstructure:"max_pending_per_partition"`
+	// MaxPendingRecords bounds the tapped records kept, over all
+	// partitions, until every watched group's commit has passed them (about
+	// 150 bytes each); past it a partition forgets its oldest as it takes a
+	// new one, and the records forgotten unsettled are counted. Default
+	// 1000000.
+	MaxPendingRecords int `mapstructure:"max_pending_records"`
 
 	// KeyHeaders maps a record header to the flow key kind its value
 	// becomes, e.g. {order_id: order_id}. Default none.
@@ -132,7 +134,7 @@ const (
 	defaultMetadataRefreshInterval = time.Minute
 	defaultPollInterval            = 10 * time.Second
 	defaultTimeout                 = 5 * time.Second
-	defaultMaxPendingPerPartition  = 100_000
+	defaultMaxPendingRecords       = 1_000_000
 	defaultTraceparentHeader       = "traceparent"
 )
 
@@ -144,7 +146,7 @@ func createDefaultConfig() *Config {
 		MetadataRefreshInterval: defaultMetadataRefreshInterval,
 		PollInterval:            defaultPollInterval,
 		Timeout:                 defaultTimeout,
-		MaxPendingPerPartition:  defaultMaxPendingPerPartition,
+		MaxPendingRecords:       defaultMaxPendingRecords,
 		TraceparentHeader:       defaultTraceparentHeader,
 		OriginalHeaders: OriginalHeaders{
 			Topic:         "kafka_dlt-original-topic",
@@ -215,8 +217,8 @@ func (c *Config) Validate() error {
 	if c.Timeout <= 0 {
 		errs = append(errs, errors.New("timeout: must be positive"))
 	}
-	if c.MaxPendingPerPartition <= 0 {
-		errs = append(errs, errors.New("max_pending_per_partition: must be positive"))
+	if c.MaxPendingRecords <= 0 {
+		errs = append(errs, errors.New("max_pending_records: must be positive"))
 	}
 	for header, kind := range c.KeyHeaders {
 		if header == "" || kind == "" {

@@ -198,7 +198,7 @@ func TestPendingFail(t *testing.T) {
 	started := time.Unix(100, 0)
 	ps := newPartitionState("orders", 0)
 	for offset := range int64(3) {
-		ps.add(pendingRecord{offset: offset, published: started, messageID: "orders/0/" + strconv.FormatInt(offset, 10)}, 10, 1)
+		ps.add(pendingRecord{offset: offset, published: started, messageID: "orders/0/" + strconv.FormatInt(offset, 10)}, false, 1)
 	}
 	ps.fail(0, 1)
 	ps.fail(0, 9) // not pending: nothing
@@ -294,7 +294,7 @@ func TestPendingSettleAndPrune(t *testing.T) {
 	started := time.Unix(100, 0)
 	ps := newPartitionState("orders", 0)
 	for offset := range int64(4) {
-		ps.add(pendingRecord{offset: offset, published: started.Add(time.Duration(offset) * time.Second), messageID: "orders/0/" + strconv.FormatInt(offset, 10)}, 10, 2)
+		ps.add(pendingRecord{offset: offset, published: started.Add(time.Duration(offset) * time.Second), messageID: "orders/0/" + strconv.FormatInt(offset, 10)}, false, 2)
 	}
 	// Group 0 commits to 2 at 110: offsets 0 and 1 settle.
 	obs := ps.settle(nil, 0, "billing", 2, time.Unix(110, 0), started)
@@ -304,7 +304,7 @@ func TestPendingSettleAndPrune(t *testing.T) {
 	assert.Equal(t, time.Unix(110, 0), obs[1].Time)
 	assert.True(t, obs[0].Inferred)
 	assert.Equal(t, tap.Ack, obs[0].Outcome)
-	ps.prune(2)
+	assert.Equal(t, 2, ps.prune(2, time.Time{}))
 	assert.Len(t, ps.live(), 2, "group 1 has not committed here: it does not hold records back")
 
 	// Polled again with no new commit: nothing.
@@ -317,7 +317,7 @@ func TestPendingSettleAndPrune(t *testing.T) {
 	// next poll, no later than the poll that saw the commit.
 	ps2 := newPartitionState("orders", 0)
 	ps2.settle(nil, 0, "billing", 5, time.Unix(110, 0), started)
-	ps2.add(pendingRecord{offset: 4, published: time.Unix(105, 0), messageID: "orders/0/4"}, 10, 1)
+	ps2.add(pendingRecord{offset: 4, published: time.Unix(105, 0), messageID: "orders/0/4"}, false, 1)
 	obs = ps2.settle(nil, 0, "billing", 5, time.Unix(120, 0), started)
 	require.Len(t, obs, 1)
 	assert.Equal(t, time.Unix(110, 0), obs[0].Time)
@@ -326,14 +326,33 @@ func TestPendingSettleAndPrune(t *testing.T) {
 func TestPendingBounded(t *testing.T) {
 	ps := newPartitionState("orders", 0)
 	ps.settle(nil, 0, "billing", 0, time.Unix(1, 0), time.Unix(0, 0))
-	var evicted int
+	held, evicted := 0, 0
 	for offset := range int64(100) {
-		if ps.add(pendingRecord{offset: offset}, 10, 1) {
+		added, lost := ps.add(pendingRecord{offset: offset}, held >= 10, 1)
+		held += added
+		if lost {
 			evicted++
 		}
 	}
+	assert.Equal(t, 10, held)
 	assert.Len(t, ps.live(), 10)
 	assert.Equal(t, int64(90), ps.live()[0].offset)
 	assert.Equal(t, 90, evicted)
 	assert.LessOrEqual(t, len(ps.records), 20, "the buffer is compacted")
+
+	// Full with nothing of its own to forget: the new record is not kept.
+	empty := newPartitionState("orders", 1)
+	empty.settle(nil, 0, "billing", 0, time.Unix(1, 0), time.Unix(0, 0))
+	added, lost := empty.add(pendingRecord{offset: 0}, true, 1)
+	assert.Zero(t, added)
+	assert.True(t, lost)
+	assert.Empty(t, empty.live())
+
+	// No group consumes the partition: records go once old enough.
+	idle := newPartitionState("orders", 2)
+	for offset := range int64(4) {
+		idle.add(pendingRecord{offset: offset, published: time.Unix(offset, 0)}, false, 1)
+	}
+	assert.Equal(t, 2, idle.prune(1, time.Unix(2, 0)))
+	assert.Equal(t, int64(2), idle.live()[0].offset)
 }

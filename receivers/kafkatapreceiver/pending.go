@@ -60,16 +60,22 @@ func (ps *partitionState) consumers(groups int) uint64 {
 	return set
 }
 
-// add appends a tapped record, forgetting the oldest past limit. It returns
-// whether the forgotten record was still unsettled for a consuming group.
+// add appends a tapped record; full (the tap holds as many as it may), it
+// forgets the partition's oldest instead, or, with none, does not keep r.
+// It returns how many records the partition holds more (0 or 1), and
+// whether the record forgotten was still unsettled for a consuming group.
 // A group that had already committed past the record settles it at its
 // next poll.
-func (ps *partitionState) add(r pendingRecord, limit, groups int) (evicted bool) {
-	if len(ps.live()) >= limit {
+func (ps *partitionState) add(r pendingRecord, full bool, groups int) (added int, evicted bool) {
+	if full {
+		if len(ps.live()) == 0 {
+			return 0, !r.copy && ps.consumers(groups) != 0
+		}
 		old := ps.records[ps.head]
 		evicted = !old.copy && old.settled&ps.consumers(groups) != ps.consumers(groups)
 		ps.records[ps.head] = pendingRecord{}
 		ps.head++
+		added--
 	}
 	if ps.head > 0 && ps.head >= len(ps.records)/2 {
 		n := copy(ps.records, ps.records[ps.head:])
@@ -78,7 +84,7 @@ func (ps *partitionState) add(r pendingRecord, limit, groups int) (evicted bool)
 		ps.head = 0
 	}
 	ps.records = append(ps.records, r)
-	return evicted
+	return added + 1, evicted
 }
 
 // settle applies group's commit at offset committed, read at now: every
@@ -145,19 +151,27 @@ func (ps *partitionState) fail(group int, offset int64) {
 	}
 }
 
-// prune forgets the records every consuming group has committed past.
-func (ps *partitionState) prune(groups int) {
+// prune forgets the records every consuming group has committed past —
+// or, while no watched group consumes the partition, those published before
+// idleBefore — and returns how many.
+func (ps *partitionState) prune(groups int, idleBefore time.Time) int {
 	consumers := ps.consumers(groups)
-	if consumers == 0 {
-		return
+	done := func(r *pendingRecord) bool {
+		if consumers == 0 {
+			return r.published.Before(idleBefore)
+		}
+		return r.settled&consumers == consumers
 	}
-	for ps.head < len(ps.records) && ps.records[ps.head].settled&consumers == consumers {
+	n := 0
+	for ps.head < len(ps.records) && done(&ps.records[ps.head]) {
 		ps.records[ps.head] = pendingRecord{}
 		ps.head++
+		n++
 	}
 	if ps.head == len(ps.records) {
 		ps.records, ps.head = ps.records[:0], 0
 	}
+	return n
 }
 
 // lagSeconds is the age at now of the oldest tapped record at or after

@@ -30,6 +30,13 @@ import (
 // maxPollRecords bounds the records turned into one batch of spans.
 const maxPollRecords = 10_000
 
+// Records on a partition no watched group consumes are kept for
+// unconsumedHorizonPolls polls, and at least minUnconsumedHorizon.
+const (
+	unconsumedHorizonPolls = 10
+	minUnconsumedHorizon   = time.Minute
+)
+
 // defaultMetadataMinAge is the client's own least time between metadata
 // refreshes, lowered when metadata_refresh_interval is shorter.
 const defaultMetadataMinAge = 5 * time.Second
@@ -70,6 +77,7 @@ type kafkaTap struct {
 	admin      *kadm.Client
 	decoder    *decoder
 	partitions map[string]map[int32]*partitionState
+	pending    int               // records held in partitions, at most MaxPendingRecords
 	groupIndex map[string]int    // consumer group → its bit in pendingRecord.settled
 	warned     map[string]string // what warnChanged last logged, by key
 	spans      *tap.Spans
@@ -326,10 +334,11 @@ func (t *kafkaTap) observe(r *kgo.Record) {
 			}
 		}
 	}
-	evicted := t.partition(r.Topic, r.Partition).add(pendingRecord{
+	added, evicted := t.partition(r.Topic, r.Partition).add(pendingRecord{
 		offset: r.Offset, published: r.Timestamp, messageID: dec.messageID,
 		traceParent: dec.traceParent, attempt: dec.attempt, copy: dec.kind == recordDeadLetter,
-	}, t.cfg.MaxPendingPerPartition, groups)
+	}, t.pending >= t.cfg.MaxPendingRecords, groups)
+	t.pending += added
 	if evicted {
 		t.evicted.Add(t.ctx, 1, metric.WithAttributes(attribute.String("tap", system)))
 	}
@@ -436,9 +445,13 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 			agg.emit(t.backlog, now, tap.Destination{System: system, Broker: t.broker, Destination: topic, ConsumerGroup: group})
 		}
 	}
+	// A group's first commit on a partition comes within a poll or two of
+	// it starting to consume; records no group took up by then are kept
+	// a while longer, not forever.
+	idleBefore := now.Add(-max(unconsumedHorizonPolls*t.cfg.PollInterval, minUnconsumedHorizon))
 	for _, byPartition := range t.partitions {
 		for _, ps := range byPartition {
-			ps.prune(len(groups))
+			t.pending -= ps.prune(len(groups), idleBefore)
 		}
 	}
 	return nil
