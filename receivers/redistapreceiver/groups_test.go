@@ -2,6 +2,7 @@ package redistapreceiver
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -23,6 +24,11 @@ type groupStep struct {
 // pollSteps runs pollGroup over steps, one second apart, and returns the
 // spans of each.
 func pollSteps(t *testing.T, st *stream, before func(step int), steps ...groupStep) [][]seenSpan {
+	return pollStepsScan(t, st, 100, before, steps...)
+}
+
+// pollStepsScan is pollSteps reading at most scan pending entries a poll.
+func pollStepsScan(t *testing.T, st *stream, scan int64, before func(step int), steps ...groupStep) [][]seenSpan {
 	t.Helper()
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
@@ -35,12 +41,13 @@ func pollSteps(t *testing.T, st *stream, before func(step int), steps ...groupSt
 			before(i)
 		}
 		pending := &redis.XPendingExtCmd{}
-		pending.SetVal(step.pending)
 		undelivered := &redis.XMessageSliceCmd{}
 		undelivered.SetVal(nil)
 		b := &batch{ctx: context.Background(), tel: counters, spans: tap.NewSpans(systemRedis, metadata.ScopeName)}
+		view := step.pending[:min(int64(len(step.pending)), scan)]
+		pending.SetVal(view)
 		p := groupPoll{info: redis.XInfoGroup{Name: "g", LastDeliveredID: step.lastDelivered, Pending: int64(len(step.pending)), Lag: -1}, pending: pending, undelivered: undelivered}
-		st.pollGroup(p, start.Add(time.Duration(i-1)*time.Second), start.Add(time.Duration(i)*time.Second), 100, b, tap.NewBacklog(systemRedis, metadata.ScopeName))
+		st.pollGroup(p, start.Add(time.Duration(i-1)*time.Second), start.Add(time.Duration(i)*time.Second), scan, b, tap.NewBacklog(systemRedis, metadata.ScopeName))
 		out = append(out, readSpans(b.spans.Take()))
 	}
 	return out
@@ -147,4 +154,39 @@ func TestPollGroupDeadLetterBetweenPolls(t *testing.T) {
 		"dead_letter s/1000-1 group=g attempt=1 outcome=",
 	}, summaries(steps[1]))
 	assert.Equal(t, "poison", steps[1][1].reason)
+}
+
+// With more pending entries than one poll reads, entries beyond the part
+// read are not taken as acked.
+func TestPollGroupPartialView(t *testing.T) {
+	st := &stream{name: "s", groups: map[string]*group{}, deadLettered: map[entryID]deadLetterEntry{}}
+	for seq := range uint64(4) {
+		st.entries = append(st.entries, entry{id: entryID{1000, seq + 1}})
+	}
+	pending := func(seqs ...int) []redis.XPendingExt {
+		var out []redis.XPendingExt
+		for _, seq := range seqs {
+			out = append(out, redis.XPendingExt{ID: "1000-" + strconv.Itoa(seq), RetryCount: 1})
+		}
+		return out
+	}
+	steps := pollStepsScan(t, st, 2, nil,
+		groupStep{lastDelivered: "0-0"},
+		groupStep{lastDelivered: "1000-4", pending: pending(1, 2, 3, 4)},
+		groupStep{lastDelivered: "1000-4", pending: pending(2, 3, 4)},
+		groupStep{lastDelivered: "1000-4", pending: pending(4)},
+	)
+	assert.Equal(t, []string{
+		"receive s/1000-1 group=g attempt=1 outcome=",
+		"receive s/1000-2 group=g attempt=1 outcome=",
+	}, summaries(steps[1]), "1000-3 and 1000-4 lie beyond the part read: not taken as acked")
+	assert.Equal(t, []string{
+		"receive s/1000-3 group=g attempt=1 outcome=",
+		"settle s/1000-1 group=g attempt=1 outcome=ack",
+	}, summaries(steps[2]))
+	assert.ElementsMatch(t, []string{
+		"receive s/1000-4 group=g attempt=1 outcome=",
+		"settle s/1000-2 group=g attempt=1 outcome=ack",
+		"settle s/1000-3 group=g attempt=1 outcome=ack",
+	}, summaries(steps[3]))
 }

@@ -378,12 +378,20 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 	// Entries delivered and acked between two polls: up to the group's
 	// last delivered id, never seen pending. Those the tap has not read yet
 	// wait for a later poll.
+	// With a partial view of the pending list, entries beyond it may be
+	// pending: they wait too.
 	upTo := lastDelivered
 	if n := len(st.entries); g.known && n > 0 && st.entries[n-1].id.less(upTo) {
 		upTo = st.entries[n-1].id
-		if upTo.less(g.lastDelivered) {
-			upTo = g.lastDelivered
-		}
+	}
+	if partial && viewEnd.less(upTo) {
+		upTo = viewEnd
+	}
+	if upTo.less(g.lastDelivered) {
+		upTo = g.lastDelivered
+	}
+	if !g.known {
+		upTo = lastDelivered
 	}
 	if g.known && g.lastDelivered.less(upTo) {
 		i := sort.Search(len(st.entries), func(i int) bool { return g.lastDelivered.less(st.entries[i].id) })
