@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/flowtrace/flowtrace/correlator"
 	"github.com/flowtrace/flowtrace/model"
@@ -261,4 +262,41 @@ func waitForQueueLatency(t *testing.T, rt *runningTap, queue string, minSeconds 
 		}
 		return latency && depth
 	}, 30*time.Second, 20*time.Millisecond)
+}
+
+// A job carrying a traceparent (as OpenTelemetry's Sidekiq instrumentation
+// puts in the job) and the application's producer span of that
+// traceparent: one hop.
+func TestSidekiqTraceJoin(t *testing.T) {
+	addr := redisAddr(t)
+	client := newTestClient(t, addr)
+	ns := uniqueName("sidekiq-trace")
+	t.Cleanup(func() { client.Del(context.Background(), ns+":queues", ns+":queue:mailers") })
+	sk := &sidekiq{t: t, client: client, prefix: ns + ":"}
+
+	cfg := testConfig(addr)
+	cfg.Sidekiq.Enabled = true
+	cfg.Sidekiq.Namespace = ns
+	cfg.Sidekiq.SettleAfter = 100 * time.Millisecond
+	rt := startTap(t, cfg)
+
+	const traceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	traceID, spanID, ok := tap.ParseTraceParent(traceParent)
+	require.True(t, ok)
+	enqueued := time.Now().UnixMilli()
+	job := map[string]any{"queue": "mailers", "class": "WelcomeMailer", "args": []any{}, "jid": newJID(),
+		"created_at": enqueued, "enqueued_at": enqueued, "traceparent": traceParent}
+	sk.push(job)
+	jid := job["jid"].(string)
+	waitForSpan(t, rt.traces, "publish", hasSpan("send", jid))
+	sk.fetch("mailers")
+	waitForSpan(t, rt.traces, "done", hasSpan("settle", jid))
+
+	app := appProducerSpan(traceID, spanID, "signup", "sidekiq", "mailers", time.UnixMilli(enqueued))
+	res := taptest.Correlate(t, correlator.Config{}, append([]ptrace.Traces{app}, rt.traces.AllTraces()...)...)
+	require.Len(t, res.Flows, 1)
+	require.Len(t, res.Hops, 1, "the application's span and the tap's are one hop")
+	assert.Equal(t, "signup", res.Hops[0].Producer)
+	assert.Equal(t, model.HopAcked, res.Hops[0].Outcome)
+	assert.Equal(t, "WelcomeMailer", res.Hops[0].Operation)
 }

@@ -191,22 +191,9 @@ func TestStreamsTraceJoin(t *testing.T) {
 		}
 	}
 
-	// The application's own producer span, without a message id.
-	app := ptrace.NewTraces()
-	rs := app.ResourceSpans().AppendEmpty()
-	rs.Resource().Attributes().PutStr("service.name", "checkout")
-	sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
-	sp.SetTraceID(traceID)
-	sp.SetSpanID(spanID)
-	sp.SetKind(ptrace.SpanKindProducer)
-	sp.SetName("send " + stream)
 	entryTime, err := parseEntryID(id)
 	require.NoError(t, err)
-	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(entryTime.time().Add(-time.Millisecond)))
-	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(entryTime.time()))
-	sp.Attributes().PutStr(tap.AttrSystem, "redis")
-	sp.Attributes().PutStr(tap.AttrOperationType, "send")
-	sp.Attributes().PutStr(tap.AttrDestination, stream)
+	app := appProducerSpan(traceID, spanID, "checkout", "redis", stream, entryTime.time())
 
 	res := taptest.Correlate(t, correlator.Config{}, append([]ptrace.Traces{app}, rt.traces.AllTraces()...)...)
 	require.Len(t, res.Flows, 1)
@@ -216,4 +203,23 @@ func TestStreamsTraceJoin(t *testing.T) {
 	assert.Equal(t, group, h.ConsumerGroup)
 	assert.Equal(t, model.HopAcked, h.Outcome)
 	assert.Contains(t, res.Flows[0].Keys, model.Key{Kind: "trace_id", Value: traceID.String()})
+}
+
+// appProducerSpan is an application's producer span, without a message
+// id, as an instrumented client would send it.
+func appProducerSpan(traceID pcommon.TraceID, spanID pcommon.SpanID, service, system, destination string, at time.Time) ptrace.Traces {
+	app := ptrace.NewTraces()
+	rs := app.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", service)
+	sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	sp.SetTraceID(traceID)
+	sp.SetSpanID(spanID)
+	sp.SetKind(ptrace.SpanKindProducer)
+	sp.SetName("send " + destination)
+	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(at.Add(-time.Millisecond)))
+	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(at))
+	sp.Attributes().PutStr(tap.AttrSystem, system)
+	sp.Attributes().PutStr(tap.AttrOperationType, "send")
+	sp.Attributes().PutStr(tap.AttrDestination, destination)
+	return app
 }
