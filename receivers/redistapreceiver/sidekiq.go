@@ -134,11 +134,13 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 	// poll (a job only moves towards the tail, so one seen there and gone
 	// now was fetched).
 	seen := map[string]bool{}
+	queuesRead := make(map[string]bool, len(p.queues))
 	for i, q := range p.queues {
 		tail, err := p.tails[i].Result()
 		if err != nil {
 			continue
 		}
+		queuesRead[q] = true
 		latency := 0.0
 		for k, raw := range tail {
 			j, ok := decode(raw)
@@ -249,6 +251,9 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 		}
 		switch t.state {
 		case jobQueued:
+			if !queuesRead[t.queue] {
+				continue // its queue was not read this time
+			}
 			// Fetched: delivered to a Sidekiq thread.
 			t.state, t.leftAt = jobLeft, midpoint(lastPoll, now, time.Time{})
 			out.add(s.consumerSide(tap.Deliver, jid, t, t.leftAt))
