@@ -132,6 +132,9 @@ func (t *rabbitTap) Shutdown(ctx context.Context) error {
 	stopped := make(chan struct{})
 	go func() {
 		t.done.Wait()
+		if t.api != nil {
+			t.api.client.CloseIdleConnections()
+		}
 		close(stopped)
 	}()
 	select {
