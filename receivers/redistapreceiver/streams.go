@@ -19,7 +19,7 @@ import (
 type streamsState struct {
 	cfg *StreamsConfig
 	// all are the tapped streams, then their dead-letter streams; tapped
-	// the first len(cfg.Names) of them.
+	// are the tapped streams alone.
 	all    []*stream
 	tapped []*stream
 	// keys is the XREAD argument: stream names, then the ids to read after.
@@ -30,13 +30,13 @@ type streamsState struct {
 // stream is one stream's state.
 type stream struct {
 	name string
-	// deadLetters is the stream's dead-letter stream; original, on a
-	// dead-letter stream, the stream whose entries it holds.
-	deadLetters *stream
-	original    *stream
+	// original, on a dead-letter stream, is the stream whose entries it
+	// names.
+	original *stream
 	// lastID is the last entry read; empty until the first session.
 	lastID string
-	// entries are the entries read, ascending, at most max_tracked_entries.
+	// entries are the newest entries read, ascending: max_tracked_entries,
+	// and up to a quarter more before they are trimmed.
 	entries []entry
 	groups  map[string]*group
 	// deadLettered are the entries named by the dead-letter stream, in
@@ -70,9 +70,7 @@ func newStreamsState(cfg *StreamsConfig) *streamsState {
 	}
 	for _, st := range s.tapped {
 		if name := cfg.deadLetterStream(st.name); name != "" {
-			dl := &stream{name: name, original: st}
-			st.deadLetters = dl
-			s.all = append(s.all, dl)
+			s.all = append(s.all, &stream{name: name, original: st})
 		}
 	}
 	return s
