@@ -16,6 +16,8 @@ func pendingOutcome(m *message) model.HopOutcome {
 		return model.HopDeadLettered
 	case m.flags&msgExpired != 0:
 		return model.HopExpired
+	case m.flags&msgBroadcast != 0:
+		return model.HopAcked
 	case m.flags&msgPendingStuck != 0:
 		return model.HopStuck
 	}
@@ -329,7 +331,10 @@ func (e *Engine) emitMessage(m *message, f *flow, ident uint64, flowID string, p
 			h.HopID, h.Version = idString(e.hopHash(ident, 0)), e.nextVersion()
 			h.Destination = e.syms.name(m.pubDest)
 			h.Outcome, h.Reason = outcome, e.syms.name(grouplessReason)
-			if settled(outcome) {
+			switch {
+			case outcome == model.HopAcked: // a broadcast: settled when published
+				h.SettleTime = h.PublishTime
+			case settled(outcome):
 				h.SettleTime = fromNanos(groupless)
 			}
 			e.out.Hops = append(e.out.Hops, h)

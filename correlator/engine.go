@@ -217,7 +217,10 @@ func (e *Engine) observe(m *message, ev *model.Event, kind model.EventKind, dest
 		trace = uint32(e.hash.strings(tagTrace, ev.TraceID, "")) | 1
 	}
 
-	if kind == model.EventPublish || kind == model.EventCallbackRequest {
+	if kind == model.EventBroadcast {
+		m.flags |= msgBroadcast
+	}
+	if !consumerSide(kind) {
 		m.observePublish(t, max(attempt, 1), service, destination, trace, &e.syms)
 		return
 	}

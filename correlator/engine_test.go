@@ -177,6 +177,38 @@ func TestStuckAndDeadLettered(t *testing.T) {
 	}
 }
 
+// TestBroadcastIsSettledByItsPublish: a pub/sub message nobody is known to
+// have received is not stuck — the broker kept nothing to deliver — while
+// one a subscriber reports on is that subscriber's hop, as any other.
+func TestBroadcastIsSettledByItsPublish(t *testing.T) {
+	events := []model.Event{
+		{Time: at(0), Kind: model.EventBroadcast, System: "redis", Destination: "prices", MessageID: "p-1", Service: "pricer"},
+		{Time: at(0), Kind: model.EventBroadcast, System: "redis", Destination: "prices", MessageID: "p-2", Service: "pricer"},
+		{Time: at(3), Kind: model.EventProcess, System: "redis", Destination: "prices", MessageID: "p-2", Service: "ticker", Duration: time.Millisecond},
+	}
+	for _, order := range [][]int{{0, 1, 2}, {2, 1, 0}} {
+		var shuffled []model.Event
+		for _, i := range order {
+			shuffled = append(shuffled, events[i])
+		}
+		hops, flows := final(t, Config{}, shuffled)
+		require.Len(t, flows, 2)
+		for _, f := range flows {
+			assert.Equal(t, model.FlowCompleted, f.Status, f.Keys)
+		}
+		require.Len(t, hops, 2)
+		for _, h := range hops {
+			assert.Equal(t, model.HopAcked, h.Outcome, h.MessageID)
+			if h.MessageID == "p-1" {
+				assert.Equal(t, "", h.Consumer)
+				assert.Equal(t, at(0), h.SettleTime, "settled when published")
+			} else {
+				assert.Equal(t, "ticker", h.Consumer)
+			}
+		}
+	}
+}
+
 func TestLimitsEvictTheLeastRecentlyActive(t *testing.T) {
 	e, err := New(Config{MaxInFlightFlows: 10})
 	require.NoError(t, err)

@@ -32,7 +32,7 @@ func newIdentifier(cfg Config) identifier {
 func (x *identifier) normalize(ev *model.Event) (model.EventKind, string, uint16) {
 	kind, dest, attempt := ev.Kind, ev.Destination, ev.Attempt
 	switch kind {
-	case model.EventPublish, model.EventDeliver, model.EventProcess, model.EventSettle, model.EventDeadLetter,
+	case model.EventPublish, model.EventBroadcast, model.EventDeliver, model.EventProcess, model.EventSettle, model.EventDeadLetter,
 		model.EventExpire, model.EventCallbackRequest, model.EventCallbackReceive:
 	default:
 		return "", "", 0
@@ -55,7 +55,7 @@ func (x *identifier) normalize(ev *model.Event) (model.EventKind, string, uint16
 }
 
 func consumerSide(kind model.EventKind) bool {
-	return kind != model.EventPublish && kind != model.EventCallbackRequest
+	return kind != model.EventPublish && kind != model.EventBroadcast && kind != model.EventCallbackRequest
 }
 
 // isBatch reports whether a consumer-side event stands for several messages.

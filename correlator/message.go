@@ -59,6 +59,7 @@ const (
 	msgDirty                               // changed since the last flush
 	msgPendingEmitted                      // the pending hop (no consumer yet) was emitted
 	msgPendingStuck                        // the pending hop is stuck
+	msgBroadcast                           // published to subscribers of the moment: the publish settles it
 )
 
 // hop is one consumer group's side of a message.
@@ -250,7 +251,7 @@ func (m *message) absorb(other *message, syms *symbols) {
 	if other.publish != 0 {
 		m.observePublish(other.publish, other.pubAttempt, other.producer, other.pubDest, other.pubTrace, syms)
 	}
-	m.flags |= other.flags & (msgDeadLettered | msgExpired | msgPendingStuck)
+	m.flags |= other.flags & (msgDeadLettered | msgExpired | msgPendingStuck | msgBroadcast)
 	if x := other.extra; x != nil {
 		m.observeOperation(x.operation, x.flowName, syms)
 		if other.flags&(msgDeadLettered|msgExpired) != 0 {

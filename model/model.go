@@ -17,6 +17,7 @@ type EventKind string
 // The kinds of Event.
 const (
 	EventPublish         EventKind = "publish"          // a producer created or sent the message
+	EventBroadcast       EventKind = "broadcast"        // published to whoever subscribed at that moment (pub/sub): nothing to acknowledge
 	EventDeliver         EventKind = "deliver"          // the broker handed the message to a consumer
 	EventProcess         EventKind = "process"          // a consumer worked on the message (start and duration)
 	EventSettle          EventKind = "settle"           // ack, nack, reject or term

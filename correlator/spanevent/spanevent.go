@@ -339,8 +339,8 @@ func (c *Converter) kind(span ptrace.Span) model.EventKind {
 	a := &c.span
 	if a.event != "" {
 		switch k := model.EventKind(a.event); k {
-		case model.EventPublish, model.EventDeliver, model.EventProcess, model.EventSettle, model.EventDeadLetter,
-			model.EventExpire, model.EventCallbackRequest, model.EventCallbackReceive:
+		case model.EventPublish, model.EventBroadcast, model.EventDeliver, model.EventProcess, model.EventSettle,
+			model.EventDeadLetter, model.EventExpire, model.EventCallbackRequest, model.EventCallbackReceive:
 			return k
 		}
 		a.malformed++

@@ -74,6 +74,7 @@ func TestKinds(t *testing.T) {
 		{"producer kind only", ptrace.SpanKindProducer, map[string]any{"messaging.system": "nats"}, model.EventPublish},
 		{"consumer kind only", ptrace.SpanKindConsumer, map[string]any{"messaging.system": "nats"}, model.EventProcess},
 		{"flowtrace event", ptrace.SpanKindInternal, map[string]any{"messaging.system": "rabbitmq", "flowtrace.event": "dead_letter"}, model.EventDeadLetter},
+		{"broadcast", ptrace.SpanKindProducer, map[string]any{"messaging.system": "redis", "messaging.operation.type": "send", "flowtrace.event": "broadcast"}, model.EventBroadcast},
 		{"callback request", ptrace.SpanKindServer, map[string]any{"flowtrace.callback.id": "cb-1", "http.response.status_code": 202}, model.EventCallbackRequest},
 		{"callback receive", ptrace.SpanKindServer, map[string]any{"flowtrace.callback.id": "cb-1", "http.status_code": 200}, model.EventCallbackReceive},
 	} {

@@ -386,7 +386,7 @@ func (t *natsTap) onCore(ctx context.Context, m *nats.Msg, now time.Time) {
 		id = t.runID + "." + strconv.FormatUint(t.coreSeq.Add(1), 10)
 	}
 	o := tap.Observation{
-		Kind:        tap.Publish,
+		Kind:        tap.Broadcast,
 		Time:        now,
 		System:      system,
 		Destination: m.Subject,

@@ -53,7 +53,7 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 			deadline = time.Now().Add(pubsubLinger)
 		}
 		out.add(&tap.Observation{
-			Kind:        tap.Publish,
+			Kind:        tap.Broadcast,
 			Time:        time.Now(),
 			System:      systemRedis,
 			Destination: m.Channel,

@@ -17,9 +17,13 @@ const (
 	Settle                     // the consumer acked, nacked, rejected or terminated it
 	DeadLetter                 // it moved to a dead-letter destination
 	Expire                     // it expired before it was consumed
+	// Broadcast is a publish on pub/sub (Redis PUBLISH, NATS core
+	// subjects): handed to whoever is subscribed at that moment, nothing
+	// kept, nothing to acknowledge.
+	Broadcast
 )
 
-var kindNames = [...]string{Publish: "publish", Deliver: "deliver", Process: "process", Settle: "settle", DeadLetter: "dead_letter", Expire: "expire"}
+var kindNames = [...]string{Publish: "publish", Deliver: "deliver", Process: "process", Settle: "settle", DeadLetter: "dead_letter", Expire: "expire", Broadcast: "broadcast"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {

@@ -133,7 +133,7 @@ func (s *Spans) Add(o *Observation) error {
 		attrs.PutStr(AttrMessageID, o.MessageID)
 	}
 
-	if o.Kind == Publish {
+	if o.Kind == Publish || o.Kind == Broadcast {
 		// A publish seen with a traceparent is the application's producer
 		// span seen from the broker: it takes that span's identity, so the
 		// correlator reads both as one message.
@@ -145,6 +145,9 @@ func (s *Spans) Add(o *Observation) error {
 		span.SetKind(ptrace.SpanKindProducer)
 		span.SetName(spanName("send", o.Destination))
 		attrs.PutStr(AttrOperationType, "send")
+		if o.Kind == Broadcast {
+			attrs.PutStr(AttrEvent, o.Kind.String())
+		}
 	} else {
 		span.SetSpanID(spanID(ident, o))
 		span.SetKind(ptrace.SpanKindConsumer)

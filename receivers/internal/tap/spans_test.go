@@ -215,3 +215,20 @@ func TestSpanAttributes(t *testing.T) {
 		"messaging.kafka.offset":                     int64(7),
 	}, span.Attributes().AsRaw())
 }
+
+// A pub/sub publish nobody reports receiving is settled, not stuck.
+func TestBroadcastIsNotStuck(t *testing.T) {
+	o := rabbit(tap.Broadcast, 0)
+	o.System = "redis"
+	td := spans(t, o)
+	span := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0)
+	assert.Equal(t, ptrace.SpanKindProducer, span.Kind())
+	event, _ := span.Attributes().Get(tap.AttrEvent)
+	assert.Equal(t, "broadcast", event.Str())
+
+	got := taptest.Correlate(t, correlator.Config{}, td)
+	require.Len(t, got.Flows, 1)
+	assert.Equal(t, model.FlowCompleted, got.Flows[0].Status)
+	require.Len(t, got.Hops, 1)
+	assert.Equal(t, model.HopAcked, got.Hops[0].Outcome)
+}
