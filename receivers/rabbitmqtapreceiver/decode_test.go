@@ -181,16 +181,16 @@ func TestTrackerAttemptsAndSettlements(t *testing.T) {
 	// A drain settles deliveries before its cutoff only.
 	require.NoError(t, tr.frame("/", deliverFrame("work", "m2", false, nil), at(10)))
 	tr.take()
-	tr.drain("/", "work", at(5), at(12))
+	tr.drain("/", "work", time.Time{}, at(5), at(12))
 	obs = tr.take()
 	require.Equal(t, []string{"settle@work:ack"}, kindsOf(obs))
 	assert.Equal(t, "m1", obs[0].MessageID)
 	assert.Equal(t, 2, obs[0].Attempt)
 	assert.Equal(t, at(12), obs[0].Time)
-	tr.drain("/", "work", at(5), at(13))
+	tr.drain("/", "work", time.Time{}, at(5), at(13))
 	assert.Empty(t, tr.take(), "settled once")
-	tr.drain("/", "other", at(20), at(20))
-	tr.drain("/vh2", "work", at(20), at(20))
+	tr.drain("/", "other", time.Time{}, at(20), at(20))
+	tr.drain("/vh2", "work", time.Time{}, at(20), at(20))
 	assert.Empty(t, tr.take(), "another queue, another vhost")
 
 	// A dead letter is reported once, and is never settled by a drain.
@@ -201,7 +201,7 @@ func TestTrackerAttemptsAndSettlements(t *testing.T) {
 	assert.Equal(t, []string{"dead_letter@work", "deliver@dead"}, kindsOf(obs))
 	assert.Equal(t, "rejected", obs[0].Reason)
 	assert.Equal(t, 1, obs[0].Attempt)
-	tr.drain("/", "work", at(30), at(30))
+	tr.drain("/", "work", time.Time{}, at(30), at(30))
 	assert.Empty(t, tr.take())
 }
 
@@ -248,7 +248,7 @@ func TestTrackerForgetsOldestDeliveries(t *testing.T) {
 	}
 	tr.take()
 	assert.Len(t, tr.byKey, 2)
-	tr.drain("/", "q", now.Add(time.Second), now.Add(time.Second))
+	tr.drain("/", "q", time.Time{}, now.Add(time.Second), now.Add(time.Second))
 	var ids []string
 	for _, o := range tr.take() {
 		ids = append(ids, o.MessageID)
@@ -274,4 +274,22 @@ func TestFingerprintSurvivesDeadLettering(t *testing.T) {
 	other := published
 	other.props.headers = amqp.Table{"kind": "other"}
 	assert.NotEqual(t, fingerprint(&published, nil), fingerprint(&other, nil))
+}
+
+// TestDrainSince: a drain leaves deliveries seen before the tap could see
+// the queue's dead letters.
+func TestDrainSince(t *testing.T) {
+	tr := newTracker("own", false, 100, func(err error) { t.Error(err) })
+	t0 := time.Unix(1795000000, 0)
+	require.NoError(t, tr.frame("/", deliverFrame("work", "early", false, nil), t0))
+	require.NoError(t, tr.frame("/", deliverFrame("work", "late", false, nil), t0.Add(2*time.Second)))
+	tr.take()
+	assert.True(t, tr.pendingQueues.has("/", "work"))
+	tr.drain("/", "work", t0.Add(time.Second), t0.Add(time.Minute), t0.Add(time.Minute))
+	obs := tr.take()
+	require.Len(t, obs, 1)
+	assert.Equal(t, "late", obs[0].MessageID)
+	tr.drain("/", "work", time.Time{}, t0.Add(time.Minute), t0.Add(time.Minute))
+	require.Len(t, tr.take(), 1)
+	assert.False(t, tr.pendingQueues.has("/", "work"), "no pending delivery left")
 }

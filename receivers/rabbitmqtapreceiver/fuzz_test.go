@@ -36,7 +36,7 @@ func FuzzFirehoseFrame(f *testing.F) {
 			// Twice: the second time it is a redelivery of the same message.
 			_ = tr.frame("/", &fr, now)
 			_ = tr.frame("/", &fr, now.Add(time.Second))
-			tr.drain("/", fr.queue, now.Add(time.Minute), now.Add(time.Minute))
+			tr.drain("/", fr.queue, time.Time{}, now.Add(time.Minute), now.Add(time.Minute))
 		}
 		for _, o := range tr.take() {
 			if o.MessageID == "" && o.TraceParent == "" {

@@ -156,7 +156,7 @@ func (a *managementAPI) enableTracing(ctx context.Context, vhost string) error {
 
 // poll reads the management API every interval until ctx ends.
 func (t *rabbitTap) poll(ctx context.Context) {
-	p := &poller{tap: t, bound: map[string]bool{}}
+	p := &poller{tap: t, bound: map[string]bool{}, boundAt: map[string]time.Time{}}
 	ticker := time.NewTicker(t.cfg.Management.Interval)
 	defer ticker.Stop()
 	for {
@@ -175,6 +175,9 @@ type poller struct {
 	// bound are the dead-letter bindings made for the tap's queue, by
 	// vhost, exchange, routing key and arguments.
 	bound map[string]bool
+	// boundAt is when the newest binding to each dead-letter exchange was
+	// made, by vhost and exchange: dead letters before it were not seen.
+	boundAt map[string]time.Time
 	// failing is set while the API fails, so the failure is logged once.
 	failing bool
 }
@@ -197,7 +200,8 @@ func (p *poller) once(ctx context.Context) {
 			continue
 		}
 		var drained []string
-		seen := map[string]bool{} // dead-letter exchanges checked in this poll
+		since := map[string]time.Time{}
+		seen := map[string]deadLetterState{} // dead-letter exchanges checked in this poll
 		for i := range qs {
 			q := &qs[i]
 			if q.Name == t.cfg.Queue {
@@ -206,12 +210,21 @@ func (p *poller) once(ctx context.Context) {
 			if t.metrics != nil {
 				gauges(backlog, at, vhost, q)
 			}
-			if t.traces != nil && q.Unacked != nil && *q.Unacked == 0 && p.deadLettersSeen(ctx, vhost, q, seen) {
+			if t.traces == nil {
+				continue
+			}
+			// Bound first: a dead letter must reach the tap before the
+			// first drain that could settle its delivery.
+			dl := p.deadLettersSeen(ctx, vhost, q, seen)
+			if dl.seen && q.Unacked != nil && *q.Unacked == 0 && t.tracker.pendingQueues.has(vhost, q.Name) {
 				drained = append(drained, q.Name)
+				if !dl.since.IsZero() {
+					since[q.Name] = dl.since
+				}
 			}
 		}
 		if len(drained) > 0 {
-			marker, _ := json.Marshal(drainMarker{At: at, Cutoff: at.Add(-t.cfg.Management.StatsDelay), Queues: drained})
+			marker, _ := json.Marshal(drainMarker{At: at, Cutoff: at.Add(-t.cfg.Management.StatsDelay), Queues: drained, Since: since})
 			if err := t.api.publish(ctx, vhost, t.cfg.Queue, marker); err != nil && ctx.Err() == nil {
 				failed = err
 			}
@@ -234,24 +247,31 @@ func (p *poller) once(ctx context.Context) {
 	}
 }
 
+// deadLetterState says whether every message a queue dead-letters reaches
+// the tap, and since when.
+type deadLetterState struct {
+	seen  bool
+	since time.Time // zero: always
+}
+
 // deadLettersSeen says whether every message the queue dead-letters
 // reaches the tap: it has no dead-letter exchange, or the tap's queue is
 // bound to that exchange like its other queues are.
-func (p *poller) deadLettersSeen(ctx context.Context, vhost string, q *queueInfo, seen map[string]bool) bool {
+func (p *poller) deadLettersSeen(ctx context.Context, vhost string, q *queueInfo, seen map[string]deadLetterState) deadLetterState {
 	t := p.tap
 	dlx, ok := q.deadLetterExchange()
 	if !ok {
-		return true
+		return deadLetterState{seen: true}
 	}
 	if dlx == "" || !t.cfg.Management.DeadLetterBindings {
-		return false // the default exchange cannot be bound to
+		return deadLetterState{} // the default exchange cannot be bound to
 	}
-	if ok, checked := seen[dlx]; checked {
-		return ok
+	if st, checked := seen[dlx]; checked {
+		return st
 	}
-	ok = p.bindDeadLetters(ctx, vhost, dlx)
-	seen[dlx] = ok
-	return ok
+	st := deadLetterState{seen: p.bindDeadLetters(ctx, vhost, dlx), since: p.boundAt[vhost+"\x00"+dlx]}
+	seen[dlx] = st
+	return st
 }
 
 // bindDeadLetters binds the tap's queue to the exchange with every binding
@@ -276,6 +296,7 @@ func (p *poller) bindDeadLetters(ctx context.Context, vhost, dlx string) bool {
 			return false
 		}
 		p.bound[key] = true
+		p.boundAt[vhost+"\x00"+dlx] = t.now()
 	}
 	return true
 }

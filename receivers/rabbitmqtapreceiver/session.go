@@ -240,12 +240,13 @@ func (t *rabbitTap) handle(ctx context.Context, item incoming) frameRecord {
 }
 
 // drainMarker is what the poller puts in the tap's queue when queues had
-// no unacknowledged message: deliveries from them seen before Cutoff are
-// settled, at At.
+// no unacknowledged message: deliveries from them seen before Cutoff (and
+// not before the queue's Since, where set) are settled, at At.
 type drainMarker struct {
-	At     time.Time `json:"at"`
-	Cutoff time.Time `json:"cutoff"`
-	Queues []string  `json:"queues"`
+	At     time.Time            `json:"at"`
+	Cutoff time.Time            `json:"cutoff"`
+	Queues []string             `json:"queues"`
+	Since  map[string]time.Time `json:"since,omitempty"`
 }
 
 func (t *rabbitTap) marker(vhost string, body []byte) error {
@@ -254,7 +255,7 @@ func (t *rabbitTap) marker(vhost string, body []byte) error {
 		return badFrame("marker", err.Error())
 	}
 	for _, q := range m.Queues {
-		t.tracker.drain(vhost, q, m.Cutoff, m.At)
+		t.tracker.drain(vhost, q, m.Since[q], m.Cutoff, m.At)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package rabbitmqtapreceiver
 import (
 	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/flowtrace/flowtrace/model"
@@ -53,6 +54,9 @@ type tracker struct {
 	// publish settles its parent).
 	byQueue   map[string]map[*delivery]struct{}
 	byMessage map[string]map[*delivery]struct{}
+	// pendingQueues mirrors the keys of byQueue for the poller, which
+	// sends drain markers for those queues only.
+	pendingQueues *queueSet
 	// deadSeen remembers dead letters already reported: a dead letter is
 	// seen in the tap's queue and again when the dead-letter queue's
 	// consumer receives it.
@@ -72,6 +76,7 @@ func newTracker(ownQueue string, includeControl bool, maxTracked int, badTracePa
 		byKey:          map[string]*delivery{},
 		byQueue:        map[string]map[*delivery]struct{}{},
 		byMessage:      map[string]map[*delivery]struct{}{},
+		pendingQueues:  &queueSet{keys: map[string]struct{}{}},
 		deadSeen:       map[string]struct{}{},
 		deadOrder:      make([]string, max(maxTracked/4, 1)),
 		badTraceParent: badTraceParent,
@@ -300,10 +305,11 @@ func (t *tracker) deadLetter(vhost string, id *identity, at time.Time) {
 }
 
 // drain settles, as acked at at, every pending delivery from the queue
-// seen before cutoff: the broker reported no unacknowledged message there.
-func (t *tracker) drain(vhost, queue string, cutoff, at time.Time) {
+// seen before cutoff (and not before since): the broker reported no
+// unacknowledged message there.
+func (t *tracker) drain(vhost, queue string, since, cutoff, at time.Time) {
 	for d := range t.byQueue[vhost+"\x00"+queue] {
-		if d.deliveredAt.Before(cutoff) {
+		if d.deliveredAt.Before(cutoff) && !d.deliveredAt.Before(since) {
 			t.settle(d, tap.Ack, at)
 		}
 	}
@@ -333,29 +339,65 @@ func (t *tracker) setPending(d *delivery, pending bool) {
 	}
 	d.pending = pending
 	if pending {
-		index(t.byQueue, d.queueKey, d)
+		if index(t.byQueue, d.queueKey, d) {
+			t.pendingQueues.set(d.queueKey, true)
+		}
 		index(t.byMessage, d.msgKey, d)
 	} else {
-		unindex(t.byQueue, d.queueKey, d)
+		if unindex(t.byQueue, d.queueKey, d) {
+			t.pendingQueues.set(d.queueKey, false)
+		}
 		unindex(t.byMessage, d.msgKey, d)
 	}
 }
 
-func index(m map[string]map[*delivery]struct{}, k string, d *delivery) {
+// queueSet is a set of vhost and queue keys shared by two goroutines.
+type queueSet struct {
+	mu   sync.Mutex
+	keys map[string]struct{}
+}
+
+func (s *queueSet) set(key string, in bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in {
+		s.keys[key] = struct{}{}
+	} else {
+		delete(s.keys, key)
+	}
+}
+
+func (s *queueSet) has(vhost, queue string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.keys[vhost+"\x00"+queue]
+	return ok
+}
+
+// index adds d under k; true when k is new.
+func index(m map[string]map[*delivery]struct{}, k string, d *delivery) bool {
 	set := m[k]
-	if set == nil {
+	added := set == nil
+	if added {
 		set = map[*delivery]struct{}{}
 		m[k] = set
 	}
 	set[d] = struct{}{}
+	return added
 }
 
-func unindex(m map[string]map[*delivery]struct{}, k string, d *delivery) {
-	set := m[k]
+// unindex removes d from k; true when k is gone.
+func unindex(m map[string]map[*delivery]struct{}, k string, d *delivery) bool {
+	set, ok := m[k]
+	if !ok {
+		return false
+	}
 	delete(set, d)
 	if len(set) == 0 {
 		delete(m, k)
+		return true
 	}
+	return false
 }
 
 func (t *tracker) pushNewest(d *delivery) {
