@@ -109,3 +109,11 @@ func TestBrokerTapBuildsStoredFlows(t *testing.T) {
 		assert.True(t, group, "a sample for the consumer group billing")
 	})
 }
+
+// TestTapsConfigValidates: deploy/flowtrace-taps.yaml on top of the
+// default is a configuration flowtrace accepts.
+func TestTapsConfigValidates(t *testing.T) {
+	t.Setenv("RABBITMQ_TAP_PASSWORD", "guest")
+	out, err := execute(t, "validate", "--config=yaml:"+defaultConfig, "--config=file:../../deploy/flowtrace-taps.yaml")
+	require.NoError(t, err, out)
+}
