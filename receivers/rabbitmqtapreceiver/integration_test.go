@@ -158,6 +158,49 @@ func TestWorkload(t *testing.T) {
 	}
 	assert.Zero(t, counter(t, rt.tel, "flowtrace.tap.decode_errors"))
 
+	t.Run("backlog", func(t *testing.T) {
+		// Every gauge of the work queue, from the management API.
+		names := map[string]bool{}
+		for _, md := range rt.metrics.AllMetrics() {
+			rms := md.ResourceMetrics()
+			for i := 0; i < rms.Len(); i++ {
+				sms := rms.At(i).ScopeMetrics()
+				for j := 0; j < sms.Len(); j++ {
+					ms := sms.At(j).Metrics()
+					for k := 0; k < ms.Len(); k++ {
+						points := ms.At(k).Gauge().DataPoints()
+						for l := 0; l < points.Len(); l++ {
+							a := points.At(l).Attributes()
+							dest, _ := a.Get("destination")
+							if dest.Str() != p+"work" {
+								continue
+							}
+							broker, _ := a.Get("broker")
+							system, _ := a.Get("system")
+							group, _ := a.Get("consumer_group")
+							assert.Equal(t, "/", broker.Str())
+							assert.Equal(t, systemRabbitMQ, system.Str())
+							assert.Equal(t, p+"work", group.Str())
+							names[ms.At(k).Name()] = true
+						}
+					}
+				}
+			}
+		}
+		for _, name := range []string{model.MetricBacklogDepth, model.MetricBacklogUnacked, model.MetricBacklogConsumers} {
+			assert.True(t, names[name], name)
+		}
+	})
+
+	t.Run("bad_marker", func(t *testing.T) {
+		// Anything else put in the tap's queue is read as a drain marker:
+		// a bad one is counted and skipped.
+		publish(rt.cfg.Queue, amqp.Publishing{Body: []byte("not json")})
+		eventually(t, 20*time.Second, "the bad marker is counted", func() bool {
+			return counter(t, rt.tel, "flowtrace.tap.decode_errors") == 1
+		})
+	})
+
 	t.Run("trace_join", func(t *testing.T) {
 		// The application's own producer span for order 19, as its
 		// instrumentation sends it: with the tap's spans, one message,
