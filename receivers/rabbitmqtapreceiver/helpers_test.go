@@ -121,14 +121,27 @@ func startTapWith(t *testing.T, name string, mutate func(*Config), wrap func(con
 		rt.api.client.CloseIdleConnections()
 		require.NoError(t, rt.tel.Shutdown(context.Background()))
 	})
+	conn, _ := dial(t)
 	eventually(t, 30*time.Second, "the tap consumes its queue", func() bool {
-		var q struct {
-			Consumers int `json:"consumers"`
-		}
-		err := rt.api.do(context.Background(), http.MethodGet, "/api/queues/%2F/"+url.PathEscape(cfg.Queue), nil, &q)
-		return err == nil && q.Consumers == 1
+		return consumers(conn, cfg.Queue) == 1
 	})
 	return rt
+}
+
+// consumers is the number of consumers of a queue as the broker has it
+// now (the management API's figure lags by its statistics interval); -1
+// when the queue does not exist.
+func consumers(conn *amqp.Connection, queue string) int {
+	ch, err := conn.Channel()
+	if err != nil {
+		return -1
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		return -1
+	}
+	return q.Consumers
 }
 
 func testAPI(mgmt string) *managementAPI {

@@ -240,7 +240,7 @@ func (p *poller) once(ctx context.Context) {
 	if n := backlog.Len(); n > 0 {
 		opCtx := t.obs.StartMetricsOp(ctx)
 		err := t.metrics.ConsumeMetrics(opCtx, backlog.Take())
-		t.obs.EndMetricsOp(opCtx, formatManagment, n, err)
+		t.obs.EndMetricsOp(opCtx, formatManagement, n, err)
 		if err != nil {
 			t.logger.Debug("metrics pipeline refused backlog gauges", zap.Error(err))
 		}

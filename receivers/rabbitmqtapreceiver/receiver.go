@@ -18,9 +18,9 @@ import (
 )
 
 const (
-	transport       = "amqp"
-	formatFirehose  = "rabbitmq_firehose"
-	formatManagment = "rabbitmq_management"
+	transport        = "amqp"
+	formatFirehose   = "rabbitmq_firehose"
+	formatManagement = "rabbitmq_management"
 )
 
 // rabbitTap is one tap: a firehose session kept alive by tap.Run and a

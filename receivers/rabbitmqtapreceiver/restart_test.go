@@ -134,3 +134,15 @@ func seen(traces []ptrace.Traces) map[string][]string {
 	}
 	return out
 }
+
+// TestQueueDeleted: when the tap's queue is deleted under it, the broker
+// cancels its consumer; the tap counts a gap and declares the queue again.
+func TestQueueDeleted(t *testing.T) {
+	t.Parallel()
+	rt := startTap(t, "deleted", nil)
+	require.NoError(t, rt.api.do(context.Background(), "DELETE", "/api/queues/%2F/"+rt.cfg.Queue, nil, nil))
+	conn, _ := dial(t)
+	eventually(t, 30*time.Second, "the tap declares its queue again", func() bool {
+		return consumers(conn, rt.cfg.Queue) == 1 && counter(t, rt.tel, "flowtrace.tap.gaps") == 1
+	})
+}

@@ -71,9 +71,16 @@ func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error 
 					return
 				}
 			}
-			var err error = errors.New("consumer closed")
-			if e := <-closed; e != nil {
-				err = e
+			// A closed channel or connection is notified before its
+			// deliveries end; without a notice the broker cancelled the
+			// consumer (its queue was deleted, say).
+			var err error = errors.New("consumer cancelled by the broker")
+			select {
+			case e := <-closed:
+				if e != nil {
+					err = e
+				}
+			default:
 			}
 			lost <- fmt.Errorf("vhost %q: %w", vhost, err)
 		}()
