@@ -54,7 +54,9 @@ func TestCeleryChain(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "app.py"), []byte(celeryApp), 0o600))
 	env := append(os.Environ(), "FT_BROKER=amqp://guest:guest@"+amqpAddr(t)+"//", "FT_QUEUE="+queue, "PYTHONDONTWRITEBYTECODE=1")
 	t.Cleanup(func() {
+		// Celery declares an exchange named after its queue, too.
 		_ = rt.api.do(context.Background(), http.MethodDelete, "/api/queues/%2F/"+url.PathEscape(queue), nil, nil)
+		_ = rt.api.do(context.Background(), http.MethodDelete, "/api/exchanges/%2F/"+url.PathEscape(queue), nil, nil)
 	})
 
 	var workerLog bytes.Buffer

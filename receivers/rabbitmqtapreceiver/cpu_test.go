@@ -103,7 +103,7 @@ func TestTapCPU(t *testing.T) {
 
 	api := testAPI(managementAddr(t))
 	defer api.client.CloseIdleConnections()
-	require.NoError(t, api.do(context.Background(), "PUT", "/api/vhosts/%2F", map[string]any{"tracing": false}, nil))
+	require.NoError(t, api.setTracing(context.Background(), "/", false))
 	defer func() { _ = api.enableTracing(context.Background(), "/") }()
 	require.NoError(t, rt.api.do(context.Background(), "DELETE", "/api/queues/%2F/"+rt.cfg.Queue, nil, nil))
 	measure("no firehose, no tap queue", rt.prefix+"load2", func() float64 { return 0 })

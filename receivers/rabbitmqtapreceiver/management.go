@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -151,7 +152,30 @@ func (a *managementAPI) publish(ctx context.Context, vhost, queue string, payloa
 
 // enableTracing switches the firehose on for the vhost.
 func (a *managementAPI) enableTracing(ctx context.Context, vhost string) error {
-	return a.do(ctx, http.MethodPut, "/api/vhosts/"+url.PathEscape(vhost), map[string]any{"tracing": true}, nil)
+	return a.setTracing(ctx, vhost, true)
+}
+
+// setTracing switches the firehose of the vhost on or off, keeping the
+// vhost's other settings: a PUT without them would reset them.
+func (a *managementAPI) setTracing(ctx context.Context, vhost string, on bool) error {
+	var v struct {
+		Description      string   `json:"description"`
+		Tags             []string `json:"tags"`
+		Tracing          bool     `json:"tracing"`
+		DefaultQueueType string   `json:"default_queue_type"`
+	}
+	path := "/api/vhosts/" + url.PathEscape(vhost)
+	if err := a.do(ctx, http.MethodGet, path, nil, &v); err != nil {
+		return err
+	}
+	if v.Tracing == on {
+		return nil
+	}
+	body := map[string]any{"tracing": on, "description": v.Description, "tags": strings.Join(v.Tags, ",")}
+	if v.DefaultQueueType != "" && v.DefaultQueueType != "undefined" {
+		body["default_queue_type"] = v.DefaultQueueType
+	}
+	return a.do(ctx, http.MethodPut, path, body, nil)
 }
 
 // poll reads the management API every interval until ctx ends.
