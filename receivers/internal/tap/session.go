@@ -48,10 +48,10 @@ func Run(ctx context.Context, logger *zap.Logger, tel *Telemetry, b Backoff, ses
 	tel.Connected(ctx, false)
 	for ctx.Err() == nil {
 		working := false
+		var workingSince time.Time
 		err := session(ctx, func() {
-			working = true
+			working, workingSince = true, time.Now()
 			tel.Connected(ctx, true)
-			wait = b.Initial
 			if !lostAt.IsZero() {
 				tel.Gap(ctx, time.Since(lostAt), cause)
 				lostAt = time.Time{}
@@ -60,21 +60,35 @@ func Run(ctx context.Context, logger *zap.Logger, tel *Telemetry, b Backoff, ses
 		if ctx.Err() != nil {
 			return
 		}
+		if working && time.Since(workingSince) >= b.Max {
+			// It held: the next loss starts the backoff anew. A session
+			// that fails soon after connecting (a misconfiguration the
+			// broker only reports once asked) keeps backing off.
+			wait = b.Initial
+		}
 		if working {
 			tel.Connected(ctx, false)
 			lostAt = time.Now()
 			cause = err
 			logger.Warn("tap lost its broker; reconnecting", zap.Error(err))
-		} else if wait == b.Initial {
+		} else if lostAt.IsZero() && wait == b.Initial {
 			logger.Warn("tap cannot reach its broker; retrying with backoff", zap.Error(err))
 		} else {
 			logger.Debug("tap could not connect", zap.Error(err), zap.Duration("retry_in", wait))
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, wait) {
 			return
-		case <-time.After(wait):
 		}
 		wait = min(wait*2, b.Max)
+	}
+}
+
+// sleep waits d, or less when ctx ends first (then it returns false).
+var sleep = func(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
