@@ -22,9 +22,9 @@ import (
 // (FLOWTRACE_TAP_CPU_RATE messages/s, default 2000; each message is
 // published and consumed, two firehose frames) for FLOWTRACE_TAP_CPU_SECONDS
 // (default 10) in a separate process, and reports the CPU of this process
-// (the tap) and of the broker (beam.smp): first with the tap reading the
-// firehose (its queue of FLOWTRACE_TAP_CPU_QUEUE_TYPE, default quorum),
-// then with the firehose off and no tap.
+// (the tap) and of the broker (beam.smp): first with the firehose off and
+// no tap, then with the tap reading the firehose (its queue of
+// FLOWTRACE_TAP_CPU_QUEUE_TYPE, default quorum).
 const (
 	envCPU     = "FLOWTRACE_TAP_CPU"
 	envCPULoad = "FLOWTRACE_TAP_CPU_LOAD" // queue,rate,seconds: run as the load
@@ -94,19 +94,24 @@ func TestTapCPU(t *testing.T) {
 			name, rate, seconds, tapCPU, tapCPU/elapsed, tapCPU/elapsed*per10k, brokerCPU, brokerCPU/elapsed, brokerCPU/elapsed*per10k, observed()-before)
 	}
 
+	api := testAPI(managementAddr(t))
+	defer api.client.CloseIdleConnections()
+	var vhost struct {
+		Tracing bool `json:"tracing"`
+	}
+	require.NoError(t, api.do(context.Background(), "GET", "/api/vhosts/%2F", nil, &vhost))
+	t.Cleanup(func() { _ = api.setTracing(context.Background(), "/", vhost.Tracing) })
+
+	prefix := uniquePrefix("cpu")
+	require.NoError(t, api.setTracing(context.Background(), "/", false))
+	measure("no firehose, no tap", prefix+"baseline", func() float64 { return 0 })
+
 	rt := startTapWith(t, "cpu", func(cfg *Config) {
 		if qt := os.Getenv("FLOWTRACE_TAP_CPU_QUEUE_TYPE"); qt != "" {
 			cfg.QueueType = qt
 		}
 	}, func(consumer.Traces) consumer.Traces { return consumertest.NewNop() })
-	measure("firehose and tap", rt.prefix+"load", func() float64 { return counter(t, rt.tel, "flowtrace.tap.observations") })
-
-	api := testAPI(managementAddr(t))
-	defer api.client.CloseIdleConnections()
-	require.NoError(t, api.setTracing(context.Background(), "/", false))
-	defer func() { _ = api.enableTracing(context.Background(), "/") }()
-	require.NoError(t, rt.api.do(context.Background(), "DELETE", "/api/queues/%2F/"+rt.cfg.Queue, nil, nil))
-	measure("no firehose, no tap queue", rt.prefix+"load2", func() float64 { return 0 })
+	measure("firehose and tap, "+rt.cfg.QueueType+" queue", rt.prefix+"load", func() float64 { return counter(t, rt.tel, "flowtrace.tap.observations") })
 }
 
 // runCPULoad publishes and consumes at a fixed rate, as the load process.
