@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver/receivertest"
@@ -70,27 +71,34 @@ type tapUnderTest struct {
 	traces  *consumertest.TracesSink
 	metrics *consumertest.MetricsSink
 	tel     *componenttest.Telemetry
+	tap     *kafkaTap
 }
 
 // startTap starts the traces and metrics receivers of one component id,
 // which share one tap, as a collector would.
 func startTap(t *testing.T, cfg *Config, extra ...kgo.Opt) *tapUnderTest {
 	t.Helper()
+	sink := new(consumertest.TracesSink)
+	return startTapWith(t, cfg, sink, sink, extra...)
+}
+
+// startTapWith is startTap with next in front of the traces sink.
+func startTapWith(t *testing.T, cfg *Config, next consumer.Traces, sink *consumertest.TracesSink, extra ...kgo.Opt) *tapUnderTest {
+	t.Helper()
 	require.NoError(t, cfg.Validate())
 	tt := componenttest.NewTelemetry()
 	t.Cleanup(func() { require.NoError(t, tt.Shutdown(context.Background())) })
 	set := receivertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = tt.NewTelemetrySettings()
-	u := &tapUnderTest{traces: new(consumertest.TracesSink), metrics: new(consumertest.MetricsSink), tel: tt}
+	u := &tapUnderTest{traces: sink, metrics: new(consumertest.MetricsSink), tel: tt}
 
 	f := NewFactory()
-	traces, err := f.CreateTraces(context.Background(), set, cfg, u.traces)
+	traces, err := f.CreateTraces(context.Background(), set, cfg, next)
 	require.NoError(t, err)
 	metrics, err := f.CreateMetrics(context.Background(), set, cfg, u.metrics)
 	require.NoError(t, err)
-	if len(extra) > 0 {
-		traces.(*tap.Handle[*kafkaTap]).Tap.extraOpts = extra
-	}
+	u.tap = traces.(*tap.Handle[*kafkaTap]).Tap
+	u.tap.extraOpts = extra
 	for _, r := range []component.Component{traces, metrics} {
 		require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
 	}
@@ -183,3 +191,9 @@ func springCopy(topic string, original *kgo.Record, group, exception string, onl
 	)
 	return &kgo.Record{Topic: topic, Key: original.Key, Value: original.Value, Headers: headers}
 }
+
+// How long tests wait for what the tap does, and how often they look.
+const (
+	waitLimit = 30 * time.Second
+	waitTick  = 10 * time.Millisecond
+)

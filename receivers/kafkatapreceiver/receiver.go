@@ -16,9 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
-	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
@@ -47,23 +45,21 @@ const defaultMetadataMinAge = 5 * time.Second
 // goroutine; everything else — the decoder, the partitions' pending
 // records, the span and metric batches — is owned by the run goroutine.
 type kafkaTap struct {
-	cfg        *Config
-	set        receiver.Settings
-	logger     *zap.Logger
-	tel        *tap.Telemetry
-	evicted    metric.Int64Counter
-	obsTraces  *receiverhelper.ObsReport
-	obsMetrics *receiverhelper.ObsReport
-	extraOpts  []kgo.Opt // tests only: a dialer in front of the brokers
+	cfg       *Config
+	set       receiver.Settings
+	logger    *zap.Logger
+	tel       *tap.Telemetry
+	evicted   metric.Int64Counter
+	emitter   *tap.Emitter
+	extraOpts []kgo.Opt // tests only: a dialer in front of the brokers
 
-	// Set by the factory before Start.
-	traces  consumer.Traces
-	metrics consumer.Metrics
-
-	cancel  context.CancelFunc
-	done    chan struct{}
-	stopped sync.Once
-	client  *kgo.Client
+	cancel      context.CancelFunc
+	done        chan struct{}
+	client      *kgo.Client
+	closeClient sync.Once
+	// shutdownGrace bounds the wait, once Shutdown's deadline has passed
+	// and the client is closed, for the run goroutine to end.
+	shutdownGrace time.Duration
 
 	// dialFailed is set when the client could not connect to a broker;
 	// cancelPoll ends the poll waiting on the brokers, so the session
@@ -99,20 +95,22 @@ func newTap(cfg *Config, set receiver.Settings) (*kafkaTap, error) {
 	if err != nil {
 		return nil, err
 	}
-	obs := func() (*receiverhelper.ObsReport, error) {
-		return receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
-			ReceiverID: set.ID, Transport: system, LongLivedCtx: true, ReceiverCreateSettings: set,
-		})
-	}
-	t := &kafkaTap{cfg: cfg, set: set, logger: set.Logger, tel: tel, evicted: evicted}
-	if t.obsTraces, err = obs(); err != nil {
+	emitter, err := tap.NewEmitter(set, system, tel)
+	if err != nil {
 		return nil, err
 	}
-	if t.obsMetrics, err = obs(); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return &kafkaTap{
+		cfg: cfg, set: set, logger: set.Logger, tel: tel, evicted: evicted, emitter: emitter,
+		shutdownGrace: defaultShutdownGrace,
+	}, nil
 }
+
+// defaultShutdownGrace is how long Shutdown waits past its deadline, once
+// the client is closed, for the run goroutine to end.
+const defaultShutdownGrace = 5 * time.Second
+
+// Emitter hands the tap's spans and backlog points to its pipelines.
+func (t *kafkaTap) Emitter() *tap.Emitter { return t.emitter }
 
 // Start creates the client and starts reading; it does not wait for the
 // brokers.
@@ -147,23 +145,32 @@ func (t *kafkaTap) Start(ctx context.Context, _ component.Host) error {
 	return nil
 }
 
-// Shutdown stops reading and closes the client. Safe without Start and
-// more than once.
+// Shutdown stops reading, closes the client and waits for the run
+// goroutine to end: nothing is emitted once it returned nil. Past ctx's
+// deadline it closes the client (ending any call waiting on the brokers)
+// and waits a little longer; it returns an error if the goroutine is still
+// running then, e.g. stuck in a next consumer that ignores cancellation,
+// and a later Shutdown waits again. Safe without Start and more than once.
 func (t *kafkaTap) Shutdown(ctx context.Context) error {
-	var err error
-	t.stopped.Do(func() {
-		if t.cancel == nil {
-			return
-		}
-		t.cancel()
-		select {
-		case <-t.done:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		t.client.Close()
-	})
-	return err
+	if t.cancel == nil {
+		return nil
+	}
+	t.cancel()
+	select {
+	case <-t.done:
+		t.closeClient.Do(t.client.Close)
+		return nil
+	case <-ctx.Done():
+	}
+	t.closeClient.Do(t.client.Close)
+	grace := time.NewTimer(t.shutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-t.done:
+		return nil
+	case <-grace.C:
+		return fmt.Errorf("kafka tap still stopping: %w", ctx.Err())
+	}
 }
 
 func (t *kafkaTap) clientOpts(ctx context.Context) ([]kgo.Opt, error) {
@@ -263,7 +270,9 @@ func (t *kafkaTap) session(ctx context.Context, connected tap.Connected) error {
 		}
 		if !time.Now().Before(t.nextPoll) {
 			err := t.poll(ctx)
-			t.flush(ctx)
+			if ferr := t.flush(ctx); ferr != nil {
+				return ferr
+			}
 			if err != nil {
 				return err
 			}
@@ -283,7 +292,9 @@ func (t *kafkaTap) session(ctx context.Context, connected tap.Connected) error {
 		}
 		fetches.EachError(t.fetchError)
 		fetches.EachRecord(t.observe)
-		t.flush(ctx)
+		if err := t.flush(ctx); err != nil {
+			return err
+		}
 	}
 }
 
@@ -349,11 +360,17 @@ func (t *kafkaTap) decodeError(reason string, err error) {
 }
 
 func (t *kafkaTap) add(obs []tap.Observation) {
-	if t.traces == nil {
+	if !t.emitter.HasTraces() {
 		return
 	}
 	for i := range obs {
-		if err := t.spans.Add(&obs[i]); err != nil {
+		switch err := t.spans.Add(&obs[i]); {
+		case err == nil:
+		case errors.Is(err, tap.ErrNoIdentity):
+			t.tel.DecodeError(t.ctx, "identity", err)
+		case errors.Is(err, tap.ErrBadTraceParent):
+			t.tel.DecodeError(t.ctx, reasonTraceparent, err)
+		default:
 			t.tel.DecodeError(t.ctx, "observation", err)
 		}
 	}
@@ -457,28 +474,14 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 	return nil
 }
 
-// flush hands the gathered spans and backlog points on.
-func (t *kafkaTap) flush(ctx context.Context) {
-	if n := t.spans.Len(); n > 0 {
-		td := t.spans.Take()
-		opCtx := t.obsTraces.StartTracesOp(ctx)
-		err := t.traces.ConsumeTraces(opCtx, td)
-		t.obsTraces.EndTracesOp(opCtx, system, n, err)
-		t.tel.Observed(ctx, n)
-		if err != nil {
-			t.logger.Warn("kafka tap spans refused downstream", zap.Int("spans", n), zap.Error(err))
-		}
+// flush hands the gathered spans and backlog points on. Spans refused for
+// now are retried until taken, the tap reading nothing meanwhile (the
+// brokers keep the records), or until ctx ends: flush then returns ctx's
+// error. Spans refused for good are dropped (the emitter logs them).
+func (t *kafkaTap) flush(ctx context.Context) error {
+	if err := t.emitter.Traces(ctx, t.spans); err != nil && ctx.Err() != nil {
+		return ctx.Err()
 	}
-	if n := t.backlog.Len(); n > 0 {
-		md := t.backlog.Take()
-		if t.metrics == nil {
-			return
-		}
-		opCtx := t.obsMetrics.StartMetricsOp(ctx)
-		err := t.metrics.ConsumeMetrics(opCtx, md)
-		t.obsMetrics.EndMetricsOp(opCtx, system, n, err)
-		if err != nil {
-			t.logger.Warn("kafka tap backlog refused downstream", zap.Int("points", n), zap.Error(err))
-		}
-	}
+	_ = t.emitter.Metrics(ctx, t.backlog)
+	return nil
 }

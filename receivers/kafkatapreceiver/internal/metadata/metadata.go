@@ -11,8 +11,5 @@ var Type = component.MustNewType("kafka_tap")
 // emits.
 const ScopeName = "github.com/flowtrace/flowtrace/receivers/kafkatapreceiver"
 
-// Stability of each of the receiver's signals.
-const (
-	TracesStability  = component.StabilityLevelAlpha
-	MetricsStability = component.StabilityLevelAlpha
-)
+// Stability of both of the receiver's signals, traces and metrics.
+const Stability = component.StabilityLevelAlpha
