@@ -85,6 +85,7 @@ type deadLetterEntry struct {
 // Decode errors' reasons, as counted in flowtrace.tap.decode_errors.
 const (
 	reasonEntryID     = "entry_id"
+	reasonIdentity    = "identity"
 	reasonField       = "field"
 	reasonTraceParent = "traceparent"
 	reasonDeadLetter  = "dead_letter"

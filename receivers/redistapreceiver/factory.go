@@ -1,51 +1,20 @@
 package redistapreceiver
 
 import (
-	"context"
-
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/redistapreceiver/internal/metadata"
 )
 
-// NewFactory returns the Redis tap's factory.
+// NewFactory returns the Redis tap's factory: the traces and metrics
+// receivers of one component id share one tap, so one set of Redis
+// connections feeds both pipelines.
 func NewFactory() receiver.Factory {
-	f := &factory{}
-	return receiver.NewFactory(
-		metadata.Type,
+	return tap.NewFactory(metadata.Type, metadata.TracesStability,
 		func() component.Config { return createDefaultConfig() },
-		receiver.WithTraces(f.createTraces, metadata.TracesStability),
-		receiver.WithMetrics(f.createMetrics, metadata.MetricsStability),
-	)
-}
-
-// factory hands the traces and metrics receivers of one component id the
-// same tap, so one set of Redis connections feeds both pipelines.
-type factory struct {
-	shared tap.Shared[*redisTap]
-}
-
-func (f *factory) handle(set receiver.Settings, cfg component.Config) (*tap.Handle[*redisTap], error) {
-	return f.shared.Get(set.ID, func() (*redisTap, error) { return newRedisTap(cfg.(*Config), set) })
-}
-
-func (f *factory) createTraces(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Traces) (receiver.Traces, error) {
-	h, err := f.handle(set, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h.Tap.traces = next
-	return h, nil
-}
-
-func (f *factory) createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
-	h, err := f.handle(set, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h.Tap.metrics = next
-	return h, nil
+		func(set receiver.Settings, cfg component.Config) (*redisTap, error) {
+			return newRedisTap(cfg.(*Config), set)
+		})
 }

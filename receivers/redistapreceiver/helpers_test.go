@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -60,17 +61,29 @@ type runningTap struct {
 	traces  *consumertest.TracesSink
 	metrics *consumertest.MetricsSink
 	tel     *componenttest.Telemetry
+	tap     *redisTap
 }
 
 func startTap(t *testing.T, cfg *Config) *runningTap {
 	t.Helper()
+	return startTapTo(t, cfg, nil)
+}
+
+// startTapTo starts a tap whose spans go to next, or to its sink when next
+// is nil.
+func startTapTo(t *testing.T, cfg *Config, next consumer.Traces) *runningTap {
+	t.Helper()
 	require.NoError(t, cfg.Validate())
 	rt := &runningTap{traces: new(consumertest.TracesSink), metrics: new(consumertest.MetricsSink), tel: componenttest.NewTelemetry()}
+	if next == nil {
+		next = rt.traces
+	}
 	set := receivertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = rt.tel.NewTelemetrySettings()
 	f := NewFactory()
-	tr, err := f.CreateTraces(context.Background(), set, cfg, rt.traces)
+	tr, err := f.CreateTraces(context.Background(), set, cfg, next)
 	require.NoError(t, err)
+	rt.tap = tr.(*tap.Handle[*redisTap]).Tap
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, rt.metrics)
 	require.NoError(t, err)
 	host := componenttest.NewNopHost()
@@ -80,6 +93,7 @@ func startTap(t *testing.T, cfg *Config) *runningTap {
 		require.NoError(t, tr.Shutdown(context.Background()))
 		require.NoError(t, tr.Shutdown(context.Background()), "a second shutdown is harmless")
 		require.NoError(t, mr.Shutdown(context.Background()))
+		require.NoError(t, rt.tap.Shutdown(context.Background()), "the tap's own shutdown, again, is harmless")
 		require.NoError(t, rt.tel.Shutdown(context.Background()))
 	})
 	rt.waitConnected(t)

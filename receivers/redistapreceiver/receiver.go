@@ -10,9 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
-	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
@@ -33,12 +31,9 @@ type redisTap struct {
 	cfg    *Config
 	logger *zap.Logger
 	tel    *tap.Telemetry
-	obs    *receiverhelper.ObsReport
-
-	// Set while the receivers are created, before Start; nil when the
-	// signal has no pipeline.
-	traces  consumer.Traces
-	metrics consumer.Metrics
+	// emitter hands spans and backlog points to the pipelines the tap
+	// sits in.
+	emitter *tap.Emitter
 
 	streams *streamsState
 	sidekiq *sidekiqState
@@ -50,23 +45,20 @@ type redisTap struct {
 	now func() time.Time
 
 	lifecycle sync.Mutex
-	cancel    context.CancelFunc
-	done      chan struct{}
+	// life ends when the tap stops; set by Start, before the loops run.
+	life   context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
-var _ component.Component = (*redisTap)(nil)
+var _ tap.Receiver = (*redisTap)(nil)
 
 func newRedisTap(cfg *Config, set receiver.Settings) (*redisTap, error) {
 	tel, err := tap.NewTelemetry(set.TelemetrySettings, systemRedis, metadata.ScopeName)
 	if err != nil {
 		return nil, fmt.Errorf("tap telemetry: %w", err)
 	}
-	obs, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
-		ReceiverID:             set.ID,
-		Transport:              transport,
-		LongLivedCtx:           true,
-		ReceiverCreateSettings: set,
-	})
+	emitter, err := tap.NewEmitter(set, transport, tel)
 	if err != nil {
 		return nil, fmt.Errorf("receiver telemetry: %w", err)
 	}
@@ -75,13 +67,16 @@ func newRedisTap(cfg *Config, set receiver.Settings) (*redisTap, error) {
 		cfg:       cfg,
 		logger:    set.Logger,
 		tel:       tel,
-		obs:       obs,
+		emitter:   emitter,
 		streams:   newStreamsState(&cfg.Streams),
 		sidekiq:   newSidekiqState(&cfg.Sidekiq),
 		pubsubRun: strconv.FormatInt(now().UnixNano(), 36),
 		now:       now,
 	}, nil
 }
+
+// Emitter is where the factory connects the tap's pipelines.
+func (t *redisTap) Emitter() *tap.Emitter { return t.emitter }
 
 // Start connects in the background and returns at once.
 func (t *redisTap) Start(_ context.Context, _ component.Host) error {
@@ -91,7 +86,7 @@ func (t *redisTap) Start(_ context.Context, _ component.Host) error {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.cancel = cancel
+	t.cancel, t.life = cancel, ctx
 	t.done = make(chan struct{})
 	t.logger.Info("redis tap starting", zap.String("endpoint", t.cfg.Endpoint),
 		zap.Int("streams", len(t.cfg.Streams.Names)), zap.Int("pubsub_patterns", len(t.cfg.PubSub.Patterns)),
@@ -228,7 +223,7 @@ func (t *redisTap) poll(ctx context.Context, client *redis.Client) error {
 			return err
 		}
 	}
-	t.sendBacklog(ctx, backlog)
+	t.sendBacklog(backlog)
 	return nil
 }
 
@@ -244,12 +239,11 @@ func (t *redisTap) newBatch(ctx context.Context) *batch {
 }
 
 func (b *batch) add(o *tap.Observation) {
-	if err := b.spans.Add(o); err != nil {
-		reason := "identity"
-		if errors.Is(err, tap.ErrBadTraceParent) {
-			reason = reasonTraceParent
-		}
-		b.tel.DecodeError(b.ctx, reason, err)
+	switch err := b.spans.Add(o); {
+	case errors.Is(err, tap.ErrNoIdentity):
+		b.tel.DecodeError(b.ctx, reasonIdentity, err)
+	case errors.Is(err, tap.ErrBadTraceParent):
+		b.tel.DecodeError(b.ctx, reasonTraceParent, err)
 	}
 }
 
@@ -263,33 +257,15 @@ func (b *batch) decodeError(err error) {
 	b.tel.DecodeError(b.ctx, reason, err)
 }
 
-// flush hands the batch's spans on. A refused batch is counted by the
-// receiver's own telemetry and dropped: the broker keeps the messages, not
-// the tap.
+// flush hands the batch's spans on. While the pipeline refuses them for
+// now, it retries and the loop that made them waits: the tap reads nothing
+// more meanwhile, and what it has not read stays in Redis. It gives up
+// when the tap stops (not when only the session ends: the spans were
+// made, the other loop's loss of its connection does not undo them).
 func (t *redisTap) flush(b *batch) {
-	n := b.spans.Len()
-	if n == 0 || t.traces == nil {
-		return
-	}
-	ctx := context.WithoutCancel(b.ctx)
-	t.tel.Observed(ctx, n)
-	opCtx := t.obs.StartTracesOp(ctx)
-	err := t.traces.ConsumeTraces(opCtx, b.spans.Take())
-	t.obs.EndTracesOp(opCtx, transport, n, err)
-	if err != nil {
-		t.logger.Debug("spans refused", zap.Int("spans", n), zap.Error(err))
-	}
+	_ = t.emitter.Traces(t.life, b.spans)
 }
 
-func (t *redisTap) sendBacklog(ctx context.Context, backlog *tap.Backlog) {
-	n := backlog.Len()
-	if n == 0 || t.metrics == nil {
-		return
-	}
-	opCtx := t.obs.StartMetricsOp(ctx)
-	err := t.metrics.ConsumeMetrics(opCtx, backlog.Take())
-	t.obs.EndMetricsOp(opCtx, transport, n, err)
-	if err != nil {
-		t.logger.Debug("backlog refused", zap.Int("points", n), zap.Error(err))
-	}
+func (t *redisTap) sendBacklog(backlog *tap.Backlog) {
+	_ = t.emitter.Metrics(t.life, backlog)
 }
