@@ -26,10 +26,7 @@ func (s *session) poll(ctx context.Context) {
 	for st, a := range s.attached {
 		s.pollStream(ctx, b, st, a)
 	}
-	if t.metrics != nil && b.Len() > 0 {
-		n := b.Len()
-		t.sendMetrics(ctx, b.Take(), n)
-	}
+	_ = t.emitter.Metrics(ctx, b)
 }
 
 func (s *session) pollStream(ctx context.Context, b *tap.Backlog, st *streamState, a *attachment) {

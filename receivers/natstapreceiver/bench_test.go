@@ -58,10 +58,9 @@ func BenchmarkFramesToSpans(b *testing.B) {
 			set.TelemetrySettings = componenttest.NewNopTelemetrySettings()
 			cfg := createDefaultConfig()
 			cfg.Streams = []StreamConfig{{Name: "CAPTURE"}}
-			nt, err := newTap(cfg, set)
+			tr, err := NewFactory().CreateTraces(context.Background(), set, cfg, consumertest.NewNop())
 			require.NoError(b, err)
-			nt.traces = consumertest.NewNop()
-			nt.emit = &emitter{tap: nt, spans: tap.NewSpans(system, metadata.ScopeName)}
+			nt := tr.(*tap.Handle[*natsTap]).Tap
 			st := nt.streams[0]
 			ctx := context.Background()
 			now := time.Now()

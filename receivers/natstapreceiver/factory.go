@@ -1,51 +1,19 @@
 package natstapreceiver
 
 import (
-	"context"
-
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/natstapreceiver/internal/metadata"
 )
 
-// NewFactory returns the NATS tap's factory.
+// NewFactory returns the NATS tap's factory: its traces and metrics
+// receivers of one component id share one tap.
 func NewFactory() receiver.Factory {
-	f := &factory{}
-	return receiver.NewFactory(
-		metadata.Type,
+	return tap.NewFactory(metadata.Type, metadata.Stability,
 		func() component.Config { return createDefaultConfig() },
-		receiver.WithTraces(f.createTraces, metadata.TracesStability),
-		receiver.WithMetrics(f.createMetrics, metadata.MetricsStability),
-	)
-}
-
-// factory hands the traces and metrics receivers of one component id the
-// same tap.
-type factory struct {
-	shared tap.Shared[*natsTap]
-}
-
-func (f *factory) tapFor(set receiver.Settings, cfg component.Config) (*tap.Handle[*natsTap], error) {
-	return f.shared.Get(set.ID, func() (*natsTap, error) { return newTap(cfg.(*Config), set) })
-}
-
-func (f *factory) createTraces(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Traces) (receiver.Traces, error) {
-	h, err := f.tapFor(set, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h.Tap.traces = next
-	return h, nil
-}
-
-func (f *factory) createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
-	h, err := f.tapFor(set, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h.Tap.metrics = next
-	return h, nil
+		func(set receiver.Settings, cfg component.Config) (*natsTap, error) {
+			return newTap(cfg.(*Config), set)
+		})
 }

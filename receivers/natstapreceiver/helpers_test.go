@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -51,9 +52,17 @@ type running struct {
 // connection.
 func startTap(t *testing.T, cfg *Config) *running {
 	t.Helper()
+	sink := new(consumertest.TracesSink)
+	r := startTapWith(t, cfg, sink)
+	r.traces = sink
+	return r
+}
+
+// startTapWith starts a tap whose spans go to next.
+func startTapWith(t *testing.T, cfg *Config, next consumer.Traces) *running {
+	t.Helper()
 	require.NoError(t, cfg.Validate())
 	r := &running{
-		traces:  new(consumertest.TracesSink),
 		metrics: new(consumertest.MetricsSink),
 		tel:     componenttest.NewTelemetry(),
 		connCh:  make(chan struct{}, 16),
@@ -62,7 +71,7 @@ func startTap(t *testing.T, cfg *Config) *running {
 	set := receivertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = r.tel.NewTelemetrySettings()
 	f := NewFactory()
-	tr, err := f.CreateTraces(context.Background(), set, cfg, r.traces)
+	tr, err := f.CreateTraces(context.Background(), set, cfg, next)
 	require.NoError(t, err)
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, r.metrics)
 	require.NoError(t, err)
@@ -91,6 +100,13 @@ func (r *running) waitConnected(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the tap did not connect")
 	}
+}
+
+// flush hands on everything the tap gathered so far: when it returns, the
+// sink holds it.
+func (r *running) flush(t *testing.T) {
+	t.Helper()
+	require.NoError(t, r.tap.batch.flush(context.Background()))
 }
 
 // spans returns every span the tap emitted so far.

@@ -64,7 +64,7 @@ func TestJetStreamFlows(t *testing.T) {
 			r.count(map[string]any{tap.AttrConsumerGroup: "audit", tap.AttrOutcome: tap.Ack}) == len(plan) &&
 			r.count(map[string]any{tap.AttrOperationType: "send"}) == len(plan)
 	})
-	r.tap.emit.flush(ctx)
+	r.flush(t)
 
 	res := taptest.Correlate(t, correlator.Config{}, r.traces.AllTraces()...)
 	require.Len(t, res.Flows, len(plan), "one flow per message")
@@ -274,7 +274,7 @@ func TestTraceJoin(t *testing.T) {
 	eventually(t, "the publish", func() bool { return r.has(map[string]any{tap.AttrOperationType: "send"}) })
 	drain(t, workers, 1)
 	eventually(t, "the ack", func() bool { return r.has(map[string]any{tap.AttrOutcome: tap.Ack}) })
-	r.tap.emit.flush(ctx)
+	r.flush(t)
 
 	// The application's own producer span for the same message.
 	app := ptrace.NewTraces()

@@ -123,7 +123,7 @@ func TestBrokerRestart(t *testing.T) {
 	publish(6, 10)
 	r.waitConnected(t)
 	eventually(t, "all ten publishes", func() bool { return sends() >= 10 })
-	r.tap.emit.flush(context.Background())
+	r.flush(t)
 
 	for seq := 1; seq <= 10; seq++ {
 		assert.Equal(t, 1, r.count(map[string]any{tap.AttrMessageID: messageID(name, uint64(seq))}), "stream message %d seen once", seq)

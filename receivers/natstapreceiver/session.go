@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"sync"
@@ -69,6 +70,11 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 		nats.Name("flowtrace-nats-tap"),
 		nats.NoReconnect(),
 		nats.Timeout(connectTimeout),
+		// Connecting ends with the tap: the dialer resolves and connects
+		// under ctx, and a connection still in its handshake is closed
+		// when ctx ends.
+		nats.SetCustomDialer(&ctxDialer{ctx: ctx, dial: t.dial}),
+		nats.SkipHostLookup(),
 		// A server that stops answering is given up after about a minute.
 		nats.PingInterval(20 * time.Second),
 		nats.MaxPingsOutstanding(3),
@@ -107,12 +113,15 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 	defer s.detachAll()
 
 	for _, subject := range t.cfg.Subjects {
-		if _, err := nc.Subscribe(subject, func(m *nats.Msg) { t.onCore(ctx, m, time.Now()) }); err != nil {
+		if _, err := nc.Subscribe(subject, handle(t, func(m *nats.Msg) { t.onCore(ctx, m, time.Now()) })); err != nil {
 			return fmt.Errorf("subscribe %s: %w", subject, err)
 		}
 	}
 	s.attachAll(ctx)
-	if err := nc.FlushTimeout(connectTimeout); err != nil {
+	fctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
 		return fmt.Errorf("flush: %w", err)
 	}
 	connected()
@@ -140,6 +149,36 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 			s.poll(ctx)
 		}
 	}
+}
+
+// ctxDialer connects under the tap's context: a dial in progress ends
+// with it, and so does the connection, so nothing in the client waits on
+// a server after the tap stopped.
+type ctxDialer struct {
+	ctx  context.Context
+	dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+func (d *ctxDialer) Dial(network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, connectTimeout)
+	defer cancel()
+	c, err := d.dial(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(d.ctx, func() { _ = c.Close() })
+	return &ctxConn{Conn: c, stop: stop}, nil
+}
+
+// ctxConn is a connection closed when the tap's context ends.
+type ctxConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }
 
 // brokerName is the server's name when it was given one, else the host and
@@ -216,7 +255,7 @@ func (s *session) attach(ctx context.Context, st *streamState) (*attachment, err
 		if err != nil {
 			return nil, fmt.Errorf("ordered consumer: %w", err)
 		}
-		a.consume, err = cons.Consume(func(m jetstream.Msg) { t.onStored(ctx, st, m) },
+		a.consume, err = cons.Consume(handle(t, func(m jetstream.Msg) { t.onStored(ctx, st, m) }),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				t.logger.Debug("stream reader", zap.String("stream", st.name), zap.Error(err))
 			}))
@@ -232,9 +271,9 @@ func (s *session) attach(ctx context.Context, st *streamState) (*attachment, err
 		a.subs = append(a.subs, sub)
 		return nil
 	}
-	onAckV1 := func(m *nats.Msg) { t.onAck(ctx, st, false, m, time.Now()) }
-	onAckV2 := func(m *nats.Msg) { t.onAck(ctx, st, true, m, time.Now()) }
-	onAdvisory := func(m *nats.Msg) { t.onAdvisory(ctx, st, m) }
+	onAckV1 := handle(t, func(m *nats.Msg) { t.onAck(ctx, st, false, m, time.Now()) })
+	onAckV2 := handle(t, func(m *nats.Msg) { t.onAck(ctx, st, true, m, time.Now()) })
+	onAdvisory := handle(t, func(m *nats.Msg) { t.onAdvisory(ctx, st, m) })
 	for _, sub := range []struct {
 		subject string
 		handler nats.MsgHandler

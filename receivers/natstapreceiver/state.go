@@ -29,6 +29,10 @@ type streamState struct {
 	lastConsumed map[string]uint64
 }
 
+func newStreamState(name, filter string) *streamState {
+	return &streamState{name: name, filter: filter}
+}
+
 // advance moves next past seq, never back.
 func (s *streamState) advance(seq uint64) {
 	for {

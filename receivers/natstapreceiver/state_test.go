@@ -81,6 +81,15 @@ func TestLifecycleWithoutBroker(t *testing.T) {
 	require.NoError(t, tr.Start(context.Background(), nil), "start does not wait for the broker")
 	require.NoError(t, tr.Shutdown(context.Background()))
 	require.NoError(t, tr.Shutdown(context.Background()), "twice")
+
+	// The tap itself, not only the handle that stops it once.
+	tr, err = f.CreateTraces(context.Background(), set, cfg, nil)
+	require.NoError(t, err)
+	nt := tr.(*tap.Handle[*natsTap]).Tap
+	require.NoError(t, nt.Start(context.Background(), nil))
+	require.NoError(t, nt.Shutdown(context.Background()))
+	require.NoError(t, nt.Shutdown(context.Background()), "the tap's own Shutdown twice")
+	require.NoError(t, tr.Shutdown(context.Background()))
 }
 
 // TestBadFramesCounted sends malformed acks and advisories on the
@@ -113,7 +122,7 @@ func TestBadFramesCounted(t *testing.T) {
 		}
 		return assert.ObjectsAreEqual(want, got)
 	})
-	r.tap.emit.flush(context.Background())
+	r.flush(t)
 	assert.Empty(t, r.spans(), "no span from bad input")
 }
 
@@ -136,7 +145,7 @@ func TestNewerAckSubjectForm(t *testing.T) {
 		return map[string]any{tap.AttrMessageID: fmt.Sprintf("%s/%d", name, seq), tap.AttrOutcome: tap.Ack, tap.AttrConsumerGroup: "workers"}
 	}
 	eventually(t, "both acks", func() bool { return r.has(settled(7)) && r.has(settled(8)) })
-	r.tap.emit.flush(context.Background())
+	r.flush(t)
 	assert.Equal(t, 1, r.count(settled(7)), "the newer form, once")
 	assert.Equal(t, 1, r.count(settled(8)), "the older form, once")
 	assert.True(t, r.has(map[string]any{tap.AttrMessageID: name + "/7", tap.AttrAttempt: 2}))

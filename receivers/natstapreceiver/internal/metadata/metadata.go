@@ -11,8 +11,5 @@ var Type = component.MustNewType("nats_tap")
 // emits.
 const ScopeName = "github.com/flowtrace/flowtrace/receivers/natstapreceiver"
 
-// Stability of each of the receiver's signals.
-const (
-	TracesStability  = component.StabilityLevelAlpha
-	MetricsStability = component.StabilityLevelAlpha
-)
+// Stability of the receiver, for traces and metrics alike.
+const Stability = component.StabilityLevelAlpha
