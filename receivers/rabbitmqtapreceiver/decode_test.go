@@ -293,3 +293,21 @@ func TestDrainSince(t *testing.T) {
 	require.Len(t, tr.take(), 1)
 	assert.False(t, tr.pendingQueues.has("/", "work"), "no pending delivery left")
 }
+
+// TestTrackerDelayedRetry: dead letters into delay queues are retries.
+func TestTrackerDelayedRetry(t *testing.T) {
+	tr := newTracker("own", false, 100, func(err error) { t.Error(err) })
+	tr.topology.set("/", map[string]bool{"jobs.wait": true}, map[string]bool{"jobs": true})
+	now := time.Unix(1795000000, 0)
+	require.NoError(t, tr.frame("/", deliverFrame("jobs", "j1", false, nil), now))
+	rejected := amqp.Table{headerDeath: []any{amqp.Table{"queue": "jobs", "reason": "rejected", "count": int64(1)}}}
+	require.NoError(t, tr.deadCopy("/", &message{exchange: "", routingKeys: []string{"jobs.wait"}, props: properties{messageID: "j1", headers: rejected}}, now))
+	back := amqp.Table{headerDeath: []any{
+		amqp.Table{"queue": "jobs.wait", "reason": "expired", "count": int64(1)},
+		amqp.Table{"queue": "jobs", "reason": "rejected", "count": int64(1)},
+	}}
+	require.NoError(t, tr.frame("/", deliverFrame("jobs", "j1", false, back), now.Add(time.Second)))
+	obs := tr.take()
+	assert.Equal(t, []string{"deliver@jobs", "settle@jobs:nack", "deliver@jobs"}, kindsOf(obs))
+	assert.Equal(t, 2, obs[2].Attempt, "back from the delay queue: the second attempt")
+}

@@ -248,3 +248,60 @@ func uniqueSorted(s []string) []string {
 	slices.Sort(s)
 	return slices.Compact(s)
 }
+
+// TestDelayedRetry: a message rejected into a delay queue (a message TTL
+// and a dead-letter exchange back to its queue) is retried, not dead
+// lettered: one hop, two attempts, acked.
+func TestDelayedRetry(t *testing.T) {
+	t.Parallel()
+	rt := startTap(t, "delay", nil)
+	p := rt.prefix
+	_, ch := dial(t)
+	for _, q := range []struct {
+		name string
+		args amqp.Table
+	}{
+		{p + "jobs", amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": p + "jobs.wait"}},
+		{p + "jobs.wait", amqp.Table{"x-message-ttl": int32(300), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": p + "jobs"}},
+	} {
+		_, err := ch.QueueDeclare(q.name, false, false, false, false, q.args)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			_, ch := dial(t)
+			_, _ = ch.QueueDelete(q.name, false, false, false)
+		})
+	}
+	eventually(t, 30*time.Second, "the poller saw the delay queue", func() bool {
+		for _, md := range rt.metrics.AllMetrics() {
+			rms := md.ResourceMetrics()
+			for i := 0; i < rms.Len(); i++ {
+				ms := rms.At(i).ScopeMetrics().At(0).Metrics()
+				for k := 0; k < ms.Len(); k++ {
+					points := ms.At(k).Gauge().DataPoints()
+					for l := 0; l < points.Len(); l++ {
+						if d, _ := points.At(l).Attributes().Get("destination"); d.Str() == p+"jobs.wait" {
+							return true
+						}
+					}
+				}
+			}
+		}
+		return false
+	})
+
+	require.NoError(t, ch.PublishWithContext(context.Background(), "", p+"jobs", false, false, amqp.Publishing{MessageId: p + "job-1", Body: []byte(`{"job":1}`)}))
+	ds, err := ch.Consume(p+"jobs", "", false, false, false, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, next(t, ds).Reject(false))
+	d := next(t, ds)
+	require.Equal(t, p+"job-1", d.MessageId)
+	require.NoError(t, d.Ack(false))
+
+	want := []string{"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@jobs:acked:2]"}
+	var got []string
+	waitFor(30*time.Second, func() bool {
+		got = flowSummary(t, p, spansOf(rt.traces, p))
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got)
+}

@@ -98,16 +98,37 @@ func (a *managementAPI) queues(ctx context.Context, vhost string) ([]queueInfo, 
 	return qs, err
 }
 
-// deadLetterExchange is the queue's dead-letter exchange, from its
-// arguments or else its policy.
+// setting is a queue's argument, or else its policy's key.
+func (q *queueInfo) setting(argument, policy string) (any, bool) {
+	if v, ok := q.Arguments[argument]; ok {
+		return v, true
+	}
+	v, ok := q.Policy[policy]
+	return v, ok
+}
+
+// deadLetterExchange is the queue's dead-letter exchange.
 func (q *queueInfo) deadLetterExchange() (string, bool) {
-	if v, ok := q.Arguments["x-dead-letter-exchange"].(string); ok {
-		return v, true
-	}
-	if v, ok := q.Policy["dead-letter-exchange"].(string); ok {
-		return v, true
-	}
-	return "", false
+	v, _ := q.setting("x-dead-letter-exchange", "dead-letter-exchange")
+	s, ok := v.(string)
+	return s, ok
+}
+
+// deadLetterRoutingKey is the routing key the queue dead-letters with, if
+// it replaces the message's own.
+func (q *queueInfo) deadLetterRoutingKey() string {
+	v, _ := q.setting("x-dead-letter-routing-key", "dead-letter-routing-key")
+	s, _ := v.(string)
+	return s
+}
+
+// delayQueue says whether the queue holds messages for a while and then
+// dead-letters them: a message TTL and a dead-letter exchange, the
+// broker's way of delaying a retry.
+func (q *queueInfo) delayQueue() bool {
+	_, ttl := q.setting("x-message-ttl", "message-ttl")
+	_, dlx := q.deadLetterExchange()
+	return ttl && dlx
 }
 
 // binding is one binding from GET /api/exchanges/<vhost>/<name>/bindings/source.
@@ -202,6 +223,8 @@ type poller struct {
 	// boundAt is when the newest binding to each dead-letter exchange was
 	// made, by vhost and exchange: dead letters before it were not seen.
 	boundAt map[string]time.Time
+	// pollBindings are the bindings of exchanges read in this poll.
+	pollBindings map[string]cachedBindings
 	// failing is set while the API fails, so the failure is logged once.
 	failing bool
 }
@@ -210,6 +233,7 @@ func (p *poller) once(ctx context.Context) {
 	t := p.tap
 	at := t.now()
 	backlog := tap.NewBacklog(systemRabbitMQ, metadata.ScopeName)
+	p.pollBindings = map[string]cachedBindings{}
 	var failed error
 	for _, vhost := range t.cfg.VHosts {
 		qs, err := t.api.queues(ctx, vhost)
@@ -226,6 +250,9 @@ func (p *poller) once(ctx context.Context) {
 		var drained []string
 		since := map[string]time.Time{}
 		seen := map[string]deadLetterState{} // dead-letter exchanges checked in this poll
+		if t.traces != nil {
+			p.retries(ctx, vhost, qs)
+		}
 		for i := range qs {
 			q := &qs[i]
 			if q.Name == t.cfg.Queue {
@@ -287,8 +314,14 @@ func (p *poller) deadLettersSeen(ctx context.Context, vhost string, q *queueInfo
 	if !ok {
 		return deadLetterState{seen: true}
 	}
+	delay, retry := t.tracker.topology.kind(vhost, q.Name)
+	if delay {
+		return deadLetterState{seen: true} // it delivers nothing: nothing to settle
+	}
 	if dlx == "" || !t.cfg.Management.DeadLetterBindings {
-		return deadLetterState{} // the default exchange cannot be bound to
+		// The default exchange cannot be bound to. Dead letters that are
+		// retries come back, and say so then.
+		return deadLetterState{seen: retry}
 	}
 	if st, checked := seen[dlx]; checked {
 		return st
@@ -298,11 +331,66 @@ func (p *poller) deadLettersSeen(ctx context.Context, vhost string, q *queueInfo
 	return st
 }
 
+// retries finds, among the queues of a vhost, the delay queues and the
+// queues whose dead letters all go to delay queues (a retry, not a dead
+// letter), for the tracker.
+func (p *poller) retries(ctx context.Context, vhost string, qs []queueInfo) {
+	delay, retry := map[string]bool{}, map[string]bool{}
+	for i := range qs {
+		if qs[i].delayQueue() {
+			delay[qs[i].Name] = true
+		}
+	}
+	for i := range qs {
+		q := &qs[i]
+		dlx, ok := q.deadLetterExchange()
+		switch {
+		case !ok || delay[q.Name]:
+		case dlx == "":
+			retry[q.Name] = delay[q.deadLetterRoutingKey()]
+		default:
+			bs, err := p.bindings(ctx, vhost, dlx)
+			if err != nil {
+				continue
+			}
+			to := 0
+			for _, b := range bs {
+				if b.DestinationType != "queue" || b.Destination == p.tap.cfg.Queue {
+					continue
+				}
+				if !delay[b.Destination] {
+					to = -1
+					break
+				}
+				to++
+			}
+			retry[q.Name] = to > 0
+		}
+	}
+	p.tap.tracker.topology.set(vhost, delay, retry)
+}
+
+// bindings are the bindings of an exchange, read once per poll.
+func (p *poller) bindings(ctx context.Context, vhost, exchange string) ([]binding, error) {
+	key := vhost + "\x00" + exchange
+	if c, ok := p.pollBindings[key]; ok {
+		return c.bindings, c.err
+	}
+	bs, err := p.tap.api.bindings(ctx, vhost, exchange)
+	p.pollBindings[key] = cachedBindings{bs, err}
+	return bs, err
+}
+
+type cachedBindings struct {
+	bindings []binding
+	err      error
+}
+
 // bindDeadLetters binds the tap's queue to the exchange with every binding
 // the exchange has.
 func (p *poller) bindDeadLetters(ctx context.Context, vhost, dlx string) bool {
 	t := p.tap
-	bs, err := t.api.bindings(ctx, vhost, dlx)
+	bs, err := p.bindings(ctx, vhost, dlx)
 	if err != nil {
 		return false
 	}

@@ -57,6 +57,9 @@ type tracker struct {
 	// pendingQueues mirrors the keys of byQueue for the poller, which
 	// sends drain markers for those queues only.
 	pendingQueues *queueSet
+	// topology is what the poller learnt of the queues: which delay
+	// messages and which dead-letter into those to retry them.
+	topology *topology
 	// deadSeen remembers dead letters already reported: a dead letter is
 	// seen in the tap's queue and again when the dead-letter queue's
 	// consumer receives it.
@@ -77,6 +80,7 @@ func newTracker(ownQueue string, includeControl bool, maxTracked int, badTracePa
 		byQueue:        map[string]map[*delivery]struct{}{},
 		byMessage:      map[string]map[*delivery]struct{}{},
 		pendingQueues:  &queueSet{keys: map[string]struct{}{}},
+		topology:       &topology{vhosts: map[string]queueKinds{}},
 		deadSeen:       map[string]struct{}{},
 		deadOrder:      make([]string, max(maxTracked/4, 1)),
 		badTraceParent: badTraceParent,
@@ -290,6 +294,19 @@ func (t *tracker) deadLetter(vhost string, id *identity, at time.Time) {
 	t.deadNext = (t.deadNext + 1) % len(t.deadOrder)
 	t.deadSeen[seenKey] = struct{}{}
 
+	d := t.byKey[id.msgKey+"\x00"+dl.queue]
+	delay, retry := t.topology.kind(vhost, dl.queue)
+	switch {
+	case delay && dl.reason == "expired":
+		return // a delay queue handing the message back for its next attempt
+	case retry:
+		// Dead-lettered into delay queues only: it comes back to this
+		// queue for another attempt.
+		if d != nil && d.pending {
+			t.settle(d, tap.Nack, at)
+		}
+		return
+	}
 	o := id.obs
 	o.Kind = tap.DeadLetter
 	o.Time = at
@@ -297,7 +314,7 @@ func (t *tracker) deadLetter(vhost string, id *identity, at time.Time) {
 	o.ConsumerGroup = dl.queue
 	o.Reason = dl.reason
 	o.Attempt = 0
-	if d := t.byKey[id.msgKey+"\x00"+dl.queue]; d != nil {
+	if d != nil {
 		o.Attempt = d.attempt
 		t.setPending(d, false)
 	}
@@ -435,4 +452,31 @@ func (t *tracker) evict() {
 		t.setPending(d, false)
 		delete(t.byKey, d.key)
 	}
+}
+
+// topology is what the poller learnt of each vhost's queues, read by the
+// tracker: the poller replaces a vhost's part at every poll.
+type topology struct {
+	mu     sync.Mutex
+	vhosts map[string]queueKinds
+}
+
+// queueKinds are the delay queues of a vhost (a message TTL and a
+// dead-letter exchange) and its retry queues (whose dead letters all go to
+// delay queues).
+type queueKinds struct {
+	delay, retry map[string]bool
+}
+
+func (t *topology) set(vhost string, delay, retry map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.vhosts[vhost] = queueKinds{delay: delay, retry: retry}
+}
+
+func (t *topology) kind(vhost, queue string) (delay, retry bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := t.vhosts[vhost]
+	return k.delay[queue], k.retry[queue]
 }
