@@ -73,6 +73,11 @@ type Config struct {
 	// 1000000.
 	MaxPendingRecords int `mapstructure:"max_pending_records"`
 
+	// RecordKey puts each record's key on its spans as
+	// messaging.kafka.message.key (cleaned: valid UTF-8 without control
+	// characters, cut to 256 bytes). Keys are often user ids or e-mail
+	// addresses, so it is off unless asked for. Default false.
+	RecordKey bool `mapstructure:"record_key"`
 	// KeyHeaders maps a record header to the flow key kind its value
 	// becomes, e.g. {order_id: order_id}. Default none.
 	KeyHeaders map[string]string `mapstructure:"key_headers"`
@@ -138,6 +143,16 @@ const (
 	defaultTraceparentHeader       = "traceparent"
 )
 
+// Bounds. The client refuses metadata ages outside
+// [minMetadataRefreshInterval, maxMetadataRefreshInterval]; each poll costs
+// the brokers a few requests, so polls are spaced by minPollInterval at
+// least.
+const (
+	minMetadataRefreshInterval = 10 * time.Millisecond
+	maxMetadataRefreshInterval = time.Hour
+	minPollInterval            = 100 * time.Millisecond
+)
+
 func createDefaultConfig() *Config {
 	return &Config{
 		Brokers:                 []string{defaultBroker},
@@ -200,19 +215,25 @@ func (c *Config) Validate() error {
 	if c.StartAt != StartLatest && c.StartAt != StartEarliest {
 		errs = append(errs, fmt.Errorf("start_at: must be %q or %q, got %q", StartLatest, StartEarliest, c.StartAt))
 	}
-	if c.MetadataRefreshInterval <= 0 {
-		errs = append(errs, errors.New("metadata_refresh_interval: must be positive"))
+	if c.MetadataRefreshInterval < minMetadataRefreshInterval || c.MetadataRefreshInterval > maxMetadataRefreshInterval {
+		errs = append(errs, fmt.Errorf("metadata_refresh_interval: must be between %v and %v, got %v",
+			minMetadataRefreshInterval, maxMetadataRefreshInterval, c.MetadataRefreshInterval))
 	}
 	if len(c.ConsumerGroups) > maxGroups {
 		errs = append(errs, fmt.Errorf("consumer_groups: at most %d groups, got %d", maxGroups, len(c.ConsumerGroups)))
 	}
+	seen := make(map[string]int, len(c.ConsumerGroups))
 	for i, g := range c.ConsumerGroups {
 		if g == "" {
 			errs = append(errs, fmt.Errorf("consumer_groups[%d]: must not be empty", i))
+		} else if first, ok := seen[g]; ok {
+			errs = append(errs, fmt.Errorf("consumer_groups[%d]: %q is consumer_groups[%d] again", i, g, first))
+		} else {
+			seen[g] = i
 		}
 	}
-	if c.PollInterval <= 0 {
-		errs = append(errs, errors.New("poll_interval: must be positive"))
+	if c.PollInterval < minPollInterval {
+		errs = append(errs, fmt.Errorf("poll_interval: must be at least %v, got %v", minPollInterval, c.PollInterval))
 	}
 	if c.Timeout <= 0 {
 		errs = append(errs, errors.New("timeout: must be positive"))

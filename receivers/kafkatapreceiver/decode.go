@@ -21,9 +21,9 @@ const (
 	attrMessageKey = "messaging.kafka.message.key"
 )
 
-// Bounds on what a header may carry into a span.
+// Bounds on what a header may carry into a span; key header values,
+// record keys and reasons are bounded by tap.MaxText.
 const (
-	maxValueLen  = 256 // key header values, record keys, reasons
 	maxGroupLen  = 255
 	maxOriginIDs = 1 << 16 // retry records whose origin is remembered
 )
@@ -40,7 +40,7 @@ const (
 
 var (
 	errNotUTF8      = errors.New("not UTF-8")
-	errTooLong      = errors.New("too long")
+	errNotText      = errors.New("not UTF-8, control characters or too long")
 	errBadTopic     = errors.New("not a topic name")
 	errBadNumber    = errors.New("not a non-negative number")
 	errMissingCoord = errors.New("topic without partition or offset")
@@ -103,6 +103,7 @@ func nonNil(value []byte) []byte {
 // Owned by the tap's run goroutine.
 type decoder struct {
 	keyHeaders        map[string]string
+	recordKey         bool
 	traceparentHeader string
 	orig              OriginalHeaders
 	retry             []topicPattern
@@ -119,6 +120,7 @@ type decoder struct {
 func newDecoder(cfg *Config) *decoder {
 	d := &decoder{
 		keyHeaders:        cfg.KeyHeaders,
+		recordKey:         cfg.RecordKey,
 		traceparentHeader: cfg.TraceparentHeader,
 		orig:              cfg.OriginalHeaders,
 		origins:           map[string]string{},
@@ -194,11 +196,14 @@ func (d *decoder) decode(r *kgo.Record, obs []tap.Observation, report func(reaso
 			if !ok || len(h.Value) == 0 {
 				continue
 			}
-			if err := checkText(h.Value, maxValueLen); err != nil {
-				report(reasonHeader, err)
+			// A flow key joins only when exact: one that needs cleaning
+			// is dropped, not altered.
+			value, ok := tap.CleanText(string(h.Value), tap.MaxText)
+			if !ok {
+				report(reasonHeader, errNotText)
 				continue
 			}
-			d.keys = append(d.keys, model.Key{Kind: keyKind, Value: string(h.Value)})
+			d.keys = append(d.keys, model.Key{Kind: keyKind, Value: value})
 		}
 	}
 
@@ -222,29 +227,32 @@ func (d *decoder) decode(r *kgo.Record, obs []tap.Observation, report func(reaso
 				d.remember(own, out.messageID)
 			}
 			if last.group != nil {
-				if err := checkText(last.group, maxGroupLen); err != nil {
-					report(reasonGroup, err)
+				if group, ok := tap.CleanText(string(last.group), maxGroupLen); !ok {
+					report(reasonGroup, errNotText)
 				} else {
-					out.failedGroup = string(last.group)
+					out.failedGroup = group
 				}
 			}
 		}
 	}
+	// A reason only informs: it is kept cleaned; one that is not text is
+	// bad input.
 	var reasonText string
 	if reason != nil {
 		if !utf8.Valid(reason) {
 			report(reasonReason, errNotUTF8)
-		} else {
-			reasonText = truncate(string(reason), maxValueLen)
 		}
+		reasonText, _ = tap.CleanText(string(reason), tap.MaxText)
 	}
 
 	var attrs []tap.Attr
-	if r.Key != nil {
+	if d.recordKey && r.Key != nil {
+		// A key that is not UTF-8 (a binary key) is not shown at all.
 		if !utf8.Valid(r.Key) {
 			report(reasonKey, errNotUTF8)
 		} else {
-			attrs = append(attrs, tap.String(attrMessageKey, truncate(string(r.Key), maxValueLen)))
+			key, _ := tap.CleanText(string(r.Key), tap.MaxText)
+			attrs = append(attrs, tap.String(attrMessageKey, key))
 		}
 	}
 	at := r.Timestamp
@@ -381,28 +389,6 @@ func parseNumber(b []byte, width int) (int64, error) {
 		return 0, errBadNumber
 	}
 	return v, nil
-}
-
-// checkText accepts non-empty UTF-8 of at most limit bytes.
-func checkText(b []byte, limit int) error {
-	if len(b) > limit {
-		return errTooLong
-	}
-	if !utf8.Valid(b) {
-		return errNotUTF8
-	}
-	return nil
-}
-
-// truncate cuts valid UTF-8 s to at most n bytes, on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // settleTime spreads the settlements a poll found between the previous poll

@@ -20,6 +20,7 @@ const testTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
 func testDecoder() *decoder {
 	cfg := createDefaultConfig()
 	cfg.KeyHeaders = map[string]string{"order_id": "order_id"}
+	cfg.RecordKey = true
 	cfg.RetryTopics = []string{"{topic}.retry.{attempt}"}
 	cfg.DeadLetterTopics = []string{"{topic}.dlq"}
 	return newDecoder(cfg)
@@ -70,8 +71,9 @@ func TestDecodeBadHeaders(t *testing.T) {
 		"traceparent": {kgo.Record{Headers: []kgo.RecordHeader{hdr("traceparent", []byte("00-zz-01"))}}, []string{reasonTraceparent}},
 		"key":         {kgo.Record{Key: []byte{0xff, 0xfe}}, []string{reasonKey}},
 		"key header": {kgo.Record{Headers: []kgo.RecordHeader{
-			hdr("order_id", []byte{0xc3}), hdr("order_id", []byte(strings.Repeat("x", maxValueLen+1))),
-		}}, []string{reasonHeader, reasonHeader}},
+			hdr("order_id", []byte{0xc3}), hdr("order_id", []byte(strings.Repeat("x", tap.MaxText+1))),
+			hdr("order_id", []byte("7\n8")),
+		}}, []string{reasonHeader, reasonHeader, reasonHeader}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := tc.record
@@ -274,9 +276,42 @@ func TestOriginsBounded(t *testing.T) {
 	assert.Equal(t, "orders/0/1", d.resolve("orders.retry.1/0/1"))
 }
 
-func TestTruncate(t *testing.T) {
-	assert.Equal(t, "ab", truncate("ab", 5))
-	assert.Equal(t, "a", truncate("aé", 2), "never inside a rune")
+// TestRecordKey: the record key is on spans only when asked for, and then
+// cleaned.
+func TestRecordKey(t *testing.T) {
+	keyOf := func(d *decoder, key []byte) (string, bool) {
+		obs, _, problems := decodeOne(d, &kgo.Record{Topic: "orders", Key: key})
+		assert.Empty(t, problems)
+		require.Len(t, obs, 1)
+		for _, a := range obs[0].Attrs {
+			if a.Key == attrMessageKey {
+				return a.Str, true
+			}
+		}
+		return "", false
+	}
+	cfg := createDefaultConfig()
+	require.False(t, cfg.RecordKey, "off by default")
+	_, ok := keyOf(newDecoder(cfg), []byte("alice@example.com"))
+	assert.False(t, ok, "no key unless record_key is on")
+
+	cfg.RecordKey = true
+	key, ok := keyOf(newDecoder(cfg), []byte("alice\r\n@example.com"))
+	require.True(t, ok)
+	assert.Equal(t, "alice  @example.com", key, "control characters cleaned")
+	key, _ = keyOf(newDecoder(cfg), []byte(strings.Repeat("é", tap.MaxText)))
+	assert.Equal(t, strings.Repeat("é", tap.MaxText/2), key, "cut to tap.MaxText bytes, on a rune boundary")
+}
+
+// TestDeadLetterReasonCleaned: a reason is kept cleaned; one that is not
+// UTF-8 is counted as bad input.
+func TestDeadLetterReasonCleaned(t *testing.T) {
+	obs, _, problems := decodeOne(testDecoder(), &kgo.Record{Topic: "orders.dlq", Headers: []kgo.RecordHeader{
+		hdr("kafka_dlt-exception-fqcn", []byte("com.example.\x00Bad\xff")),
+	}})
+	assert.Equal(t, []problem{{reasonReason, errNotUTF8.Error()}}, problems)
+	require.Len(t, obs, 1)
+	assert.Equal(t, "com.example. Bad\uFFFD", obs[0].Reason)
 }
 
 func TestSettleTime(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/kafkatapreceiver/internal/metadata"
 )
 
@@ -19,7 +20,8 @@ func TestConfigStruct(t *testing.T) {
 }
 
 // TestLifecycle: both signals of one id share a tap; Start does not wait
-// for an absent broker; Shutdown is safe twice and without Start.
+// for an absent broker; Shutdown is safe twice, through the receivers
+// and on the tap itself, and without Start.
 func TestLifecycle(t *testing.T) {
 	f := NewFactory()
 	assert.Equal(t, metadata.Type, f.Type())
@@ -38,12 +40,22 @@ func TestLifecycle(t *testing.T) {
 
 	require.NoError(t, traces.Start(ctx, componenttest.NewNopHost()))
 	require.NoError(t, metrics.Start(ctx, componenttest.NewNopHost()))
-	time.Sleep(50 * time.Millisecond) // a few failed attempts
+	kt := traces.(*tap.Handle[*kafkaTap]).Tap
 	require.NoError(t, traces.Shutdown(ctx))
 	require.NoError(t, metrics.Shutdown(ctx))
+	require.NoError(t, kt.Shutdown(ctx))
+	require.NoError(t, kt.Shutdown(ctx))
+	select {
+	case <-kt.done:
+	default:
+		t.Fatal("Shutdown returned before the tap stopped")
+	}
 
 	unstarted, err := f.CreateTraces(ctx, receivertest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
 	require.NoError(t, err)
 	require.NoError(t, unstarted.Shutdown(ctx))
 	require.NoError(t, unstarted.Shutdown(ctx))
+	ut := unstarted.(*tap.Handle[*kafkaTap]).Tap
+	require.NoError(t, ut.Shutdown(ctx))
+	require.NoError(t, ut.Shutdown(ctx))
 }

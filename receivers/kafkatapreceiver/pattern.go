@@ -20,6 +20,9 @@ func compilePattern(pattern string, withAttempt bool) (topicPattern, error) {
 	if strings.Count(pattern, "{topic}") != 1 {
 		return topicPattern{}, fmt.Errorf("%q: needs {topic} exactly once", pattern)
 	}
+	if strings.NewReplacer("{topic}", "", "{attempt}", "").Replace(pattern) == "" {
+		return topicPattern{}, fmt.Errorf("%q: needs a literal part, else it matches every topic", pattern)
+	}
 	if withAttempt != (strings.Count(pattern, "{attempt}") == 1) {
 		if withAttempt {
 			return topicPattern{}, fmt.Errorf("%q: needs {attempt} exactly once", pattern)

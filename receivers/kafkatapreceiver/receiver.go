@@ -400,8 +400,16 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()
 	groups := t.cfg.ConsumerGroups
+	if len(groups) == 0 {
+		return nil
+	}
 	topics := t.client.GetConsumeTopics()
-	if len(groups) == 0 || len(topics) == 0 {
+	tapped := make(map[string]bool, len(topics))
+	for _, topic := range topics {
+		tapped[topic] = true
+	}
+	if len(topics) == 0 {
+		t.forgetGone(tapped, nil, false)
 		return nil
 	}
 	// The broker answered the ping: a failure here is the broker refusing
@@ -412,12 +420,11 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 	} else {
 		delete(t.warned, "\x00ends")
 	}
+	// Read without error, ends lists every partition there is.
+	endsComplete := err == nil
+	t.forgetGone(tapped, ends, endsComplete)
 	commits := t.admin.FetchManyOffsets(ctx, groups...)
 	now := time.Now()
-	tapped := make(map[string]bool, len(topics))
-	for _, topic := range topics {
-		tapped[topic] = true
-	}
 	for i, group := range groups {
 		resp, ok := commits[group]
 		if !ok || resp.Err != nil {
@@ -432,13 +439,17 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 			if o.Err != nil || o.At < 0 || !tapped[o.Topic] {
 				continue
 			}
+			end, listed := ends.Lookup(o.Topic, o.Partition)
+			if endsComplete && !listed {
+				// A commit outlives its partition; the tap forgot it.
+				continue
+			}
 			ps := t.partition(o.Topic, o.Partition)
 			obs := ps.settle(t.obs[:0], i, group, o.At, now, t.started)
 			t.add(obs)
 			t.obs = obs[:0]
 
-			end, ok := ends.Lookup(o.Topic, o.Partition)
-			if !ok || end.Err != nil {
+			if !listed || end.Err != nil {
 				continue
 			}
 			lag := max(end.Offset-o.At, 0)
@@ -472,6 +483,28 @@ func (t *kafkaTap) poll(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// forgetGone drops what the tap holds for topics it no longer reads (a
+// deleted topic a topic regex matched) and, when ends lists every partition
+// there is, for partitions not in it (a deleted topic named in topics, one
+// re-created with fewer partitions).
+func (t *kafkaTap) forgetGone(tapped map[string]bool, ends kadm.ListedOffsets, endsComplete bool) {
+	for topic, byPartition := range t.partitions {
+		for partition, ps := range byPartition {
+			if tapped[topic] && !endsComplete {
+				continue
+			}
+			if _, listed := ends.Lookup(topic, partition); tapped[topic] && listed {
+				continue
+			}
+			t.pending -= len(ps.live())
+			delete(byPartition, partition)
+		}
+		if len(byPartition) == 0 {
+			delete(t.partitions, topic)
+		}
+	}
 }
 
 // flush hands the gathered spans and backlog points on. Spans refused for

@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -143,6 +142,19 @@ func counter[N int64 | float64](t *testing.T, u *tapUnderTest, name string) N {
 	return total
 }
 
+// connected reads the flowtrace.tap.connected gauge: 1 while the tap has
+// its broker, 0 once it noticed it lost it, -1 before it was recorded.
+func connected(t *testing.T, u *tapUnderTest) int64 {
+	t.Helper()
+	m, err := u.tel.GetMetric("flowtrace.tap.connected")
+	if err != nil {
+		return -1
+	}
+	points := m.Data.(metricdata.Gauge[int64]).DataPoints
+	require.Len(t, points, 1)
+	return points[0].Value
+}
+
 // TestBrokerOutage cuts the tap from the broker mid-stream while the
 // application keeps producing: the tap reconnects, counts the gap, and
 // taps every record produced before, during and after the outage.
@@ -165,24 +177,22 @@ func TestBrokerOutage(t *testing.T) {
 	produce(5)
 	u.waitSpans(t, 5)
 	require.Zero(t, counter[int64](t, u, "flowtrace.tap.gaps"))
+	require.EqualValues(t, 1, connected(t, u))
 
 	proxy.down()
 	produce(10)
-	time.Sleep(2 * time.Second) // the broker stays away for a while
+	// The broker stays away until the tap has noticed.
+	require.Eventually(t, func() bool { return connected(t, u) == 0 }, waitLimit, waitTick, "the tap did not notice the outage")
 	proxy.up()
 	produce(5)
 
 	u.waitSpans(t, 20)
-	require.Eventually(t, func() bool { return counter[int64](t, u, "flowtrace.tap.gaps") >= 1 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return counter[int64](t, u, "flowtrace.tap.gaps") >= 1 }, waitLimit, waitTick)
 	assert.Greater(t, counter[float64](t, u, "flowtrace.tap.gap_seconds"), 0.0)
+	assert.EqualValues(t, 1, connected(t, u))
 
 	// Every record, once: offsets 0 to 19.
-	offsets := map[int64]int{}
-	for _, s := range u.spans() {
-		offset, ok := s.Attributes().Get(attrOffset)
-		require.True(t, ok)
-		offsets[offset.Int()]++
-	}
+	offsets := u.offsets(t)
 	require.Len(t, offsets, 20)
 	for offset := range int64(20) {
 		assert.Equal(t, 1, offsets[offset], "offset %d", offset)

@@ -79,6 +79,7 @@ func TestKcatTraceJoin(t *testing.T) {
 	cfg := testConfig(brokers, topic)
 	cfg.ConsumerGroups = []string{group}
 	cfg.KeyHeaders = map[string]string{"order_id": "order_id"}
+	cfg.RecordKey = true
 	u := startTap(t, cfg)
 
 	const (
