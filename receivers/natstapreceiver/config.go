@@ -32,7 +32,9 @@ type Config struct {
 	// Streams are the JetStream streams to tap. Default none.
 	Streams []StreamConfig `mapstructure:"streams"`
 	// Subjects are core NATS subjects (wildcards allowed) whose publishes
-	// are tapped. Default none.
+	// are tapped. Each is a subscription of its own: subjects that overlap
+	// (orders.> and orders.eu) see a publish matching both twice. Default
+	// none.
 	Subjects []string `mapstructure:"subjects"`
 	// DeliverPolicy says where the tap starts reading a stream the first
 	// time: "new" (messages stored from then on) or "all" (everything the
@@ -40,7 +42,8 @@ type Config struct {
 	// message it read. Default "new".
 	DeliverPolicy string `mapstructure:"deliver_policy"`
 	// PollInterval is how often consumer state is read for the backlog
-	// gauges. Default 15s.
+	// gauges and the acks inferred from ack floors. Default 15s, at least
+	// 100ms.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
 	// Reconnect bounds the waits between connection attempts:
 	// initial_interval (default 500ms), max_interval (default 30s).
@@ -56,6 +59,9 @@ type StreamConfig struct {
 	// Default empty: every subject.
 	FilterSubject string `mapstructure:"filter_subject"`
 }
+
+// minPollInterval bounds the requests the poll makes.
+const minPollInterval = 100 * time.Millisecond
 
 func createDefaultConfig() *Config {
 	return &Config{
@@ -106,16 +112,22 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	seenSubject := map[string]bool{}
 	for i, s := range c.Subjects {
 		if err := validateSubject(s); err != nil {
 			errs = append(errs, fmt.Errorf("subjects[%d]: %w", i, err))
 		}
+		if seenSubject[s] {
+			// One publish would be seen twice.
+			errs = append(errs, fmt.Errorf("subjects[%d]: %q is listed twice", i, s))
+		}
+		seenSubject[s] = true
 	}
 	if c.DeliverPolicy != DeliverNew && c.DeliverPolicy != DeliverAll {
 		errs = append(errs, fmt.Errorf("deliver_policy: must be %q or %q, got %q", DeliverNew, DeliverAll, c.DeliverPolicy))
 	}
-	if c.PollInterval <= 0 {
-		errs = append(errs, fmt.Errorf("poll_interval: must be positive, got %s", c.PollInterval))
+	if c.PollInterval < minPollInterval {
+		errs = append(errs, fmt.Errorf("poll_interval: must be at least %s, got %s", minPollInterval, c.PollInterval))
 	}
 	errs = append(errs, c.Reconnect.Validate())
 	return errors.Join(errs...)

@@ -76,8 +76,9 @@ func TestInvalidConfigs(t *testing.T) {
 			`subjects[0]: "audit..x" has an empty token`,
 			`subjects[1]: "a b" contains white space`,
 			`subjects[2]: "ab*": wildcards must be whole tokens`,
+			`subjects[4]: "audit.>" is listed twice`,
 			`deliver_policy: must be "new" or "all", got "last"`,
-			"poll_interval: must be positive",
+			"poll_interval: must be at least 100ms, got 50ms",
 			"reconnect::initial_interval: must be positive",
 		},
 		"url_credentials": {

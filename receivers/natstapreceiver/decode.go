@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 )
 
 // The decoders here read what NATS puts on the wire about a JetStream
@@ -117,9 +119,6 @@ const (
 	ackTerm                        // "+TERM", "+TERM <reason>"
 )
 
-// maxReasonLen bounds a terminate reason kept on a span.
-const maxReasonLen = 128
-
 // parseAckBody reads the body of an ack; for a terminate it also returns
 // the reason given, if any.
 func parseAckBody(body []byte) (ackKind, string, error) {
@@ -148,13 +147,12 @@ func hasVerb(body []byte, verb string) bool {
 		(len(body) == len(verb) || body[len(verb)] == ' ')
 }
 
-// cleanReason trims a reason to valid UTF-8 of at most maxReasonLen bytes.
+// cleanReason makes a reason a consumer gave fit for a span: printable,
+// valid UTF-8 of at most tap.MaxText bytes. Any text is a valid reason, so
+// a changed one is not an error.
 func cleanReason(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) > maxReasonLen {
-		s = s[:maxReasonLen]
-	}
-	return strings.ToValidUTF8(s, "")
+	s, _ = tap.CleanText(strings.TrimSpace(s), tap.MaxText)
+	return s
 }
 
 // The advisories and metrics the tap reads, by their type field.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 )
 
 func TestParseAckSubject(t *testing.T) {
@@ -76,7 +78,8 @@ func TestParseAckBody(t *testing.T) {
 		{"+WPI", ackProgress, ""},
 		{"+TERM", ackTerm, ""},
 		{"+TERM bad input", ackTerm, "bad input"},
-		{"+TERM " + strings.Repeat("é", 100), ackTerm, strings.Repeat("é", maxReasonLen/2)},
+		{"+TERM bad\x01input\xff ", ackTerm, "bad input\uFFFD"},
+		{"+TERM " + strings.Repeat("é", 200), ackTerm, strings.Repeat("é", tap.MaxText/2)},
 	} {
 		kind, reason, err := parseAckBody([]byte(tc.body))
 		require.NoError(t, err, tc.body)
@@ -182,7 +185,7 @@ func FuzzParseAckBody(f *testing.F) {
 		if kind < ackAck || kind > ackTerm {
 			t.Fatalf("unknown kind %d for %q", kind, body)
 		}
-		if len(reason) > maxReasonLen || !utf8.ValidString(reason) {
+		if len(reason) > tap.MaxText || !utf8.ValidString(reason) {
 			t.Fatalf("reason %q not cleaned", reason)
 		}
 	})
@@ -202,7 +205,7 @@ func FuzzDecodeAdvisory(f *testing.F) {
 		if adv.Stream == "" || adv.Consumer == "" || adv.StreamSeq == 0 || adv.Timestamp.IsZero() || adv.AckTime < 0 {
 			t.Fatalf("accepted an incomplete advisory %q: %+v", data, adv)
 		}
-		if len(adv.Reason) > maxReasonLen || !utf8.ValidString(adv.Reason) {
+		if len(adv.Reason) > tap.MaxText || !utf8.ValidString(adv.Reason) {
 			t.Fatalf("reason %q not cleaned", adv.Reason)
 		}
 	})

@@ -330,7 +330,7 @@ func (t *natsTap) onStored(ctx context.Context, st *streamState, m jetstream.Msg
 		}
 	}
 	if msgID := headers.Get(headerMsgID); msgID != "" {
-		o.Attrs = append(o.Attrs, tap.String(attrMsgID, msgID))
+		o.Attrs = append(o.Attrs, tap.String(attrMsgID, t.cleanMsgID(ctx, msgID)))
 	}
 	if o.TraceParent != "" {
 		t.links.put(id, o.TraceParent)
@@ -423,6 +423,8 @@ func (t *natsTap) onCore(ctx context.Context, m *nats.Msg, now time.Time) {
 	id := m.Header.Get(headerMsgID)
 	if id == "" {
 		id = t.runID + "." + strconv.FormatUint(t.coreSeq.Add(1), 10)
+	} else {
+		id = t.cleanMsgID(ctx, id)
 	}
 	o := tap.Observation{
 		Kind:        tap.Broadcast,
@@ -435,6 +437,18 @@ func (t *natsTap) onCore(ctx context.Context, m *nats.Msg, now time.Time) {
 	}
 	t.observe(ctx, &o)
 }
+
+// cleanMsgID makes a Nats-Msg-Id, which any publisher sets, fit for a
+// span: one that had to change is counted.
+func (t *natsTap) cleanMsgID(ctx context.Context, id string) string {
+	clean, ok := tap.CleanText(id, tap.MaxText)
+	if !ok {
+		t.tel.DecodeError(ctx, "msg_id", errMsgID)
+	}
+	return clean
+}
+
+var errMsgID = errors.New("unprintable or overlong Nats-Msg-Id")
 
 func traceParent(h nats.Header) string {
 	if v := h.Get(headerTraceParent); v != "" {

@@ -6,6 +6,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 )
 
 // streamState is what the tap keeps about one stream across connections.
@@ -105,22 +109,39 @@ func (x *stampIndex) forget(seq uint64) {
 	}
 }
 
-// linkCache remembers the traceparent of the last linkCacheSize stream
-// messages that carried one, first in first out.
+// linkCache remembers the trace context of the last linkCacheSize stream
+// messages that carried a valid one, first in first out; each entry is of
+// fixed size whatever the header was.
 type linkCache struct {
 	mu    sync.Mutex
-	byID  map[string]string
+	byID  map[string]traceContext
 	order []string
 	head  int
+}
+
+// traceContext is a parsed traceparent.
+type traceContext struct {
+	trace pcommon.TraceID
+	span  pcommon.SpanID
+}
+
+// String is the traceparent again, sampled.
+func (c traceContext) String() string {
+	return "00-" + c.trace.String() + "-" + c.span.String() + "-01"
 }
 
 const linkCacheSize = 1 << 16
 
 func newLinkCache(size int) *linkCache {
-	return &linkCache{byID: map[string]string{}, order: make([]string, size)}
+	return &linkCache{byID: map[string]traceContext{}, order: make([]string, size)}
 }
 
+// put remembers traceParent for id; a malformed one is not kept.
 func (c *linkCache) put(id, traceParent string) {
+	trace, span, ok := tap.ParseTraceParent(traceParent)
+	if !ok {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.byID[id]; ok {
@@ -131,11 +152,16 @@ func (c *linkCache) put(id, traceParent string) {
 	}
 	c.order[c.head] = id
 	c.head = (c.head + 1) % len(c.order)
-	c.byID[id] = traceParent
+	c.byID[id] = traceContext{trace: trace, span: span}
 }
 
+// get returns the traceparent remembered for id, or "".
 func (c *linkCache) get(id string) string {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.byID[id]
+	tc, ok := c.byID[id]
+	c.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	return tc.String()
 }

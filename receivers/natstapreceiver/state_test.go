@@ -3,9 +3,12 @@ package natstapreceiver
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/receiver/receivertest"
@@ -49,15 +52,19 @@ func TestStampIndex(t *testing.T) {
 }
 
 func TestLinkCache(t *testing.T) {
+	tp := func(n int) string { return fmt.Sprintf("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b%d-01", n) }
 	c := newLinkCache(2)
-	c.put("S/1", "tp1")
-	c.put("S/2", "tp2")
-	c.put("S/2", "tp2-again")
-	assert.Equal(t, "tp1", c.get("S/1"))
-	assert.Equal(t, "tp2", c.get("S/2"))
-	c.put("S/3", "tp3")
+	c.put("S/1", tp(1))
+	c.put("S/2", tp(2))
+	c.put("S/2", tp(9))
+	assert.Equal(t, tp(1), c.get("S/1"))
+	assert.Equal(t, tp(2), c.get("S/2"))
+	c.put("S/3", tp(3))
 	assert.Empty(t, c.get("S/1"), "the oldest went first")
-	assert.Equal(t, "tp3", c.get("S/3"))
+	assert.Equal(t, tp(3), c.get("S/3"))
+	c.put("S/4", "00-not-a-traceparent"+strings.Repeat("x", 4096))
+	assert.Empty(t, c.get("S/4"), "a malformed traceparent is not kept")
+	assert.Equal(t, tp(3), c.get("S/3"), "nor does it push out a valid one")
 }
 
 func TestStreamStateAdvance(t *testing.T) {
@@ -149,4 +156,49 @@ func TestNewerAckSubjectForm(t *testing.T) {
 	assert.Equal(t, 1, r.count(settled(7)), "the newer form, once")
 	assert.Equal(t, 1, r.count(settled(8)), "the older form, once")
 	assert.True(t, r.has(map[string]any{tap.AttrMessageID: name + "/7", tap.AttrAttempt: 2}))
+}
+
+// TestMsgIDCleaned publishes with a Nats-Msg-Id that is not fit for a span:
+// the span carries it cleaned, and it is counted.
+func TestMsgIDCleaned(t *testing.T) {
+	addr := localNATS(t)
+	name := uniqueName("FTMSGID")
+	cfg := createDefaultConfig()
+	cfg.URL = addr
+	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg.Subjects = []string{"core" + name + ".>"}
+	nc, js := client(t, addr)
+	createStream(t, js, name)
+	r := startTap(t, cfg)
+
+	raw := "id-\xff-" + strings.Repeat("x", 400)
+	clean, _ := tap.CleanText(raw, tap.MaxText)
+	for _, subject := range []string{name + ".orders", "core" + name + ".orders"} {
+		m := nats.NewMsg(subject)
+		m.Header.Set(headerMsgID, raw)
+		m.Data = []byte("synthetic")
+		require.NoError(t, nc.PublishMsg(m))
+	}
+	require.NoError(t, nc.Flush())
+	eventually(t, "both publishes", func() bool { return r.count(map[string]any{tap.AttrOperationType: "send"}) == 2 })
+	r.flush(t)
+	assert.True(t, r.has(map[string]any{tap.AttrMessageID: clean}), "the core message is named by the cleaned id")
+	assert.True(t, r.has(map[string]any{attrMsgID: clean}), "the stored message carries the cleaned id")
+	for _, s := range r.spans() {
+		for _, v := range s.Attributes().AsRaw() {
+			if str, ok := v.(string); ok {
+				assert.LessOrEqual(t, len(str), tap.MaxText)
+				assert.True(t, utf8.ValidString(str))
+			}
+		}
+	}
+	m, err := r.tel.GetMetric("flowtrace.tap.decode_errors")
+	require.NoError(t, err)
+	var n int64
+	for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+		if reason, _ := dp.Attributes.Value(attribute.Key("reason")); reason.AsString() == "msg_id" {
+			n += dp.Value
+		}
+	}
+	assert.Equal(t, int64(2), n, "each changed id counted")
 }
