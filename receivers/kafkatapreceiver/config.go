@@ -54,15 +54,15 @@ type Config struct {
 	// holds). Default "latest".
 	StartAt string `mapstructure:"start_at"`
 	// MetadataRefreshInterval is how often the tap looks for new topics
-	// and partitions. Default 1m.
+	// and partitions, from 10ms to 1h. Default 1m.
 	MetadataRefreshInterval time.Duration `mapstructure:"metadata_refresh_interval"`
 
 	// ConsumerGroups are the groups whose committed offsets the tap polls:
 	// a commit that passes a tapped record settles it for the group, and
-	// the group's lag is reported. Default none.
+	// the group's lag is reported. At most 64, each once. Default none.
 	ConsumerGroups []string `mapstructure:"consumer_groups"`
 	// PollInterval is how often committed and end offsets are polled, and
-	// the broker's reachability checked. Default 10s.
+	// the broker's reachability checked; at least 100ms. Default 10s.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
 	// Timeout bounds each offset poll and reachability check. Default 5s.
 	Timeout time.Duration `mapstructure:"timeout"`
@@ -90,7 +90,8 @@ type Config struct {
 	// of a message of "orders". Default none.
 	RetryTopics []string `mapstructure:"retry_topics"`
 	// DeadLetterTopics are patterns of dead-letter topics, with {topic} for
-	// the base topic, e.g. "{topic}.dlq". Default none.
+	// the base topic, e.g. "{topic}.dlq". A pattern needs some literal
+	// text besides its placeholders. Default none.
 	DeadLetterTopics []string `mapstructure:"dead_letter_topics"`
 	// OriginalHeaders name the headers with which a retried or
 	// dead-lettered record names the record it copies. Default: Spring

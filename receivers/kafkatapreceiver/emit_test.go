@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -108,7 +109,11 @@ func TestShutdownWaitsForRun(t *testing.T) {
 	u.tap.shutdownGrace = 0
 	producer := newClient(t, c.ListenAddrs())
 	require.NoError(t, producer.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Value: []byte("{}")}).FirstErr())
-	<-next.entered
+	select {
+	case <-next.entered:
+	case <-time.After(waitLimit):
+		t.Fatal("the tap emitted nothing")
+	}
 
 	expired, cancel := context.WithCancel(context.Background())
 	cancel()
