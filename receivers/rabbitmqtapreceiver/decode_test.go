@@ -1,6 +1,7 @@
 package rabbitmqtapreceiver
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -310,4 +311,18 @@ func TestTrackerDelayedRetry(t *testing.T) {
 	obs := tr.take()
 	assert.Equal(t, []string{"deliver@jobs", "settle@jobs:nack", "deliver@jobs"}, kindsOf(obs))
 	assert.Equal(t, 2, obs[2].Attempt, "back from the delay queue: the second attempt")
+}
+
+// TestTrackerCleansText: broker text on spans is printable UTF-8 of
+// bounded length; what had to change is counted.
+func TestTrackerCleansText(t *testing.T) {
+	var reasons []string
+	tr := newTracker("own", false, 100, func(err error) { reasons = append(reasons, reasonOf(err)) })
+	long := strings.Repeat("q", 300)
+	require.NoError(t, tr.frame("/", deliverFrame(long, "id\x00\xff", false, nil), time.Unix(1795000000, 0)))
+	obs := tr.take()
+	require.Len(t, obs, 1)
+	assert.Len(t, obs[0].Destination, tap.MaxText)
+	assert.Equal(t, "id \uFFFD", obs[0].MessageID)
+	assert.Equal(t, []string{"text", "text", "text"}, reasons) // id, queue, routing key
 }

@@ -77,7 +77,7 @@ func newRabbitTap(cfg *Config, set receiver.Settings) (*rabbitTap, error) {
 		now:    time.Now,
 	}
 	t.tracker = newTracker(cfg.Queue, cfg.IncludeCeleryControl, cfg.MaxTrackedMessages, func(err error) {
-		t.tel.DecodeError(context.Background(), "traceparent", err)
+		t.tel.DecodeError(context.Background(), reasonOf(err), err)
 	})
 	if cfg.Management.Endpoint != "" {
 		t.api = &managementAPI{

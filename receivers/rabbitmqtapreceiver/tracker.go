@@ -67,23 +67,24 @@ type tracker struct {
 	deadOrder []string
 	deadNext  int
 
-	// badTraceParent counts traceparent headers that are not strings.
-	badTraceParent func(error)
+	// decodeError counts what the tracker could not take as it came: a
+	// traceparent that is not a string, text that had to be cleaned.
+	decodeError func(error)
 
 	out []tap.Observation
 }
 
-func newTracker(ownQueue string, includeControl bool, maxTracked int, badTraceParent func(error)) *tracker {
+func newTracker(ownQueue string, includeControl bool, maxTracked int, decodeError func(error)) *tracker {
 	return &tracker{
 		ownQueue: ownQueue, includeControl: includeControl, max: maxTracked,
-		byKey:          map[string]*delivery{},
-		byQueue:        map[string]map[*delivery]struct{}{},
-		byMessage:      map[string]map[*delivery]struct{}{},
-		pendingQueues:  &queueSet{keys: map[string]struct{}{}},
-		topology:       &topology{vhosts: map[string]queueKinds{}},
-		deadSeen:       map[string]struct{}{},
-		deadOrder:      make([]string, max(maxTracked/4, 1)),
-		badTraceParent: badTraceParent,
+		byKey:         map[string]*delivery{},
+		byQueue:       map[string]map[*delivery]struct{}{},
+		byMessage:     map[string]map[*delivery]struct{}{},
+		pendingQueues: &queueSet{keys: map[string]struct{}{}},
+		topology:      &topology{vhosts: map[string]queueKinds{}},
+		deadSeen:      map[string]struct{}{},
+		deadOrder:     make([]string, max(maxTracked/4, 1)),
+		decodeError:   decodeError,
 	}
 }
 
@@ -114,7 +115,7 @@ func (t *tracker) identify(vhost string, m *message) (identity, error) {
 		if s, ok := v.(string); ok {
 			id.obs.TraceParent = s
 		} else {
-			t.badTraceParent(badFrame("traceparent", "not a string"))
+			t.decodeError(badFrame("traceparent", "not a string"))
 		}
 	}
 	task, isTask, err := decodeCelery(h)
@@ -124,24 +125,24 @@ func (t *tracker) identify(vhost string, m *message) (identity, error) {
 	o := &id.obs
 	if isTask {
 		o.System = systemCelery
-		o.MessageID = task.id
-		o.Operation = task.name
+		o.MessageID = t.text(task.id)
+		o.Operation = t.text(task.name)
 		o.Attempt = int(task.retries) + 1
-		o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: task.id})
+		o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: o.MessageID})
 		o.TraceKey = task.id
 		if task.rootID != "" {
 			o.TraceKey = task.rootID
 			if task.rootID != task.id {
-				o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: task.rootID})
+				o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: t.text(task.rootID)})
 			}
 		}
 		if task.parentID != "" && task.parentID != task.id && task.parentID != task.rootID {
-			o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: task.parentID})
+			o.Keys = append(o.Keys, model.Key{Kind: keyTaskID, Value: t.text(task.parentID)})
 		}
 		id.parentID = task.parentID
 	} else {
 		o.System = systemRabbitMQ
-		o.MessageID = m.props.messageID
+		o.MessageID = t.text(m.props.messageID)
 		if o.MessageID == "" {
 			var d *death
 			if id.hasDeath {
@@ -151,15 +152,25 @@ func (t *tracker) identify(vhost string, m *message) (identity, error) {
 		}
 		o.Attempt = 1
 		if m.props.correlationID != "" {
-			o.Keys = append(o.Keys, model.Key{Kind: keyCorrelationID, Value: m.props.correlationID})
+			o.Keys = append(o.Keys, model.Key{Kind: keyCorrelationID, Value: t.text(m.props.correlationID)})
 		}
 	}
 	o.BodySize = int64(m.bodySize)
 	if len(m.routingKeys) > 0 {
-		o.Attrs = []tap.Attr{tap.String(attrRoutingKey, m.routingKeys[0])}
+		o.Attrs = []tap.Attr{tap.String(attrRoutingKey, t.text(m.routingKeys[0]))}
 	}
 	id.msgKey = vhost + "\x00" + o.System + "\x00" + o.MessageID
 	return id, nil
+}
+
+// text makes broker-supplied text fit for a span, counting what it had to
+// change.
+func (t *tracker) text(s string) string {
+	clean, ok := tap.CleanText(s, tap.MaxText)
+	if !ok {
+		t.decodeError(badFrame("text", "not printable UTF-8 or too long"))
+	}
+	return clean
 }
 
 // skip says whether a frame is the tap's own traffic or Celery's control
@@ -195,9 +206,9 @@ func (t *tracker) frame(vhost string, f *frame, now time.Time) error {
 		o := id.obs
 		o.Kind = tap.Publish
 		o.Time = now
-		o.Destination = f.msg.exchange
+		o.Destination = t.text(f.msg.exchange)
 		if o.Destination == "" && len(f.msg.routingKeys) > 0 {
-			o.Destination = f.msg.routingKeys[0] // the default exchange routes to the queue of that name
+			o.Destination = t.text(f.msg.routingKeys[0]) // the default exchange routes to the queue of that name
 		}
 		t.out = append(t.out, o)
 		if id.parentID != "" {
@@ -269,8 +280,8 @@ func (t *tracker) deliver(vhost string, f *frame, id *identity, now time.Time) {
 	o := id.obs
 	o.Kind = tap.Deliver
 	o.Time = now
-	o.Destination = f.queue
-	o.ConsumerGroup = f.queue
+	o.Destination = t.text(f.queue)
+	o.ConsumerGroup = o.Destination
 	o.Attempt = attempt
 	t.out = append(t.out, o)
 
@@ -310,9 +321,9 @@ func (t *tracker) deadLetter(vhost string, id *identity, at time.Time) {
 	o := id.obs
 	o.Kind = tap.DeadLetter
 	o.Time = at
-	o.Destination = dl.queue
-	o.ConsumerGroup = dl.queue
-	o.Reason = dl.reason
+	o.Destination = t.text(dl.queue)
+	o.ConsumerGroup = o.Destination
+	o.Reason = t.text(dl.reason)
 	o.Attempt = 0
 	if d != nil {
 		o.Attempt = d.attempt
