@@ -71,6 +71,8 @@ type entry struct {
 	size        int64 // bytes of field names and values
 	traceParent string
 	keys        []model.Key
+	// cleaned is set when a key value had to be cleaned (tap.CleanText).
+	cleaned bool
 }
 
 // deadLetterEntry is what a dead-letter stream's entry says of the entry
@@ -80,12 +82,18 @@ type deadLetterEntry struct {
 	original entryID
 	reason   string
 	group    string
+	// cleaned is set when the reason or group had to be cleaned
+	// (tap.CleanText).
+	cleaned bool
 }
 
 // Decode errors' reasons, as counted in flowtrace.tap.decode_errors.
 const (
 	reasonEntryID     = "entry_id"
 	reasonIdentity    = "identity"
+	reasonWrongType   = "wrong_type"
+	reasonKey         = "key"
+	reasonText        = "text"
 	reasonField       = "field"
 	reasonTraceParent = "traceparent"
 	reasonDeadLetter  = "dead_letter"
@@ -102,7 +110,20 @@ type decodeError struct {
 func (e *decodeError) Error() string { return e.reason + ": " + e.err.Error() }
 func (e *decodeError) Unwrap() error { return e.err }
 
-var errFieldType = errors.New("field value is not a string")
+var (
+	errFieldType = errors.New("field value is not a string")
+	errText      = errors.New("text is not valid UTF-8, holds control characters or is too long")
+)
+
+// cleanText is tap.CleanText(s, tap.MaxText), setting *cleaned when it
+// changed s.
+func cleanText(s string, cleaned *bool) string {
+	s, ok := tap.CleanText(s, tap.MaxText)
+	if !ok {
+		*cleaned = true
+	}
+	return s
+}
 
 // decodeEntry reads a stream entry as XREAD returns it. A malformed
 // traceparent is dropped and reported alongside the entry (badTraceParent);
@@ -126,7 +147,7 @@ func decodeEntry(cfg *StreamsConfig, id string, values map[string]any) (e entry,
 			continue
 		}
 		if kind, ok := cfg.KeyFields[field]; ok && v != "" {
-			e.keys = append(e.keys, model.Key{Kind: kind, Value: v})
+			e.keys = append(e.keys, model.Key{Kind: kind, Value: cleanText(v, &e.cleaned)})
 		}
 	}
 	return e, badTraceParent, nil
@@ -145,10 +166,8 @@ func decodeDeadLetter(cfg *DeadLetterConfig, id entryID, values map[string]any) 
 	if err != nil {
 		return deadLetterEntry{}, &decodeError{reasonDeadLetter, err}
 	}
-	return deadLetterEntry{
-		at:       id.time(),
-		original: original,
-		reason:   field(cfg.ReasonField),
-		group:    field(cfg.GroupField),
-	}, nil
+	dl := deadLetterEntry{at: id.time(), original: original}
+	dl.reason = cleanText(field(cfg.ReasonField), &dl.cleaned)
+	dl.group = cleanText(field(cfg.GroupField), &dl.cleaned)
+	return dl, nil
 }

@@ -26,6 +26,9 @@ type job struct {
 	// TraceParent is set by OpenTelemetry's Sidekiq instrumentation,
 	// which propagates the trace context in the job hash.
 	TraceParent string `json:"traceparent"`
+
+	// cleaned is set when a text field had to be cleaned (tap.CleanText).
+	cleaned bool
 }
 
 var (
@@ -54,6 +57,12 @@ func decodeJob(raw []byte) (job, error) {
 	}
 	if _, _, ok := tap.ParseTraceParent(j.TraceParent); !ok {
 		j.TraceParent = ""
+	}
+	for _, f := range []*string{&j.JID, &j.Queue, &j.Class, &j.Wrapped, &j.ErrorClass} {
+		var ok bool
+		if *f, ok = tap.CleanText(*f, tap.MaxText); !ok {
+			j.cleaned = true
+		}
 	}
 	return j, nil
 }

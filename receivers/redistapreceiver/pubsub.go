@@ -48,6 +48,11 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 		if !ok {
 			continue // subscription changes, pongs
 		}
+		var dirty bool
+		channel := cleanText(m.Channel, &dirty)
+		if dirty {
+			out.decodeError(&decodeError{reasonText, errText})
+		}
 		t.pubsubSeq++
 		if out.spans.Len() == 0 {
 			deadline = time.Now().Add(pubsubLinger)
@@ -56,8 +61,8 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 			Kind:        tap.Broadcast,
 			Time:        time.Now(),
 			System:      systemRedis,
-			Destination: m.Channel,
-			MessageID:   m.Channel + "/" + t.pubsubRun + "." + strconv.FormatUint(t.pubsubSeq, 10),
+			Destination: channel,
+			MessageID:   channel + "/" + t.pubsubRun + "." + strconv.FormatUint(t.pubsubSeq, 10),
 			BodySize:    int64(len(m.Payload)),
 			Attrs:       []tap.Attr{tap.String("messaging.redis.pattern", m.Pattern)},
 		})

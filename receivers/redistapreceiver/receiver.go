@@ -229,13 +229,14 @@ func (t *redisTap) poll(ctx context.Context, client *redis.Client) error {
 
 // batch turns observations into spans as they are made.
 type batch struct {
-	ctx   context.Context
-	tel   *tap.Telemetry
-	spans *tap.Spans
+	ctx    context.Context
+	tel    *tap.Telemetry
+	logger *zap.Logger
+	spans  *tap.Spans
 }
 
 func (t *redisTap) newBatch(ctx context.Context) *batch {
-	return &batch{ctx: ctx, tel: t.tel, spans: tap.NewSpans(systemRedis, metadata.ScopeName)}
+	return &batch{ctx: ctx, tel: t.tel, logger: t.logger, spans: tap.NewSpans(systemRedis, metadata.ScopeName)}
 }
 
 func (b *batch) add(o *tap.Observation) {

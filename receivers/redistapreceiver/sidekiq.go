@@ -31,6 +31,13 @@ type sidekiqState struct {
 	// bad are the hashes of jobs that could not be read, counted once.
 	bad      map[uint64]struct{}
 	lastPoll time.Time
+	// retry and dead page through the retry and dead sets: a job is taken
+	// as done only once both were read whole since its fate was settled.
+	// The retry sweep covers the whole set; the dead sweep what died since
+	// the last complete sweep began, less settle_after for the clocks of
+	// Sidekiq's hosts.
+	retry, dead sweep
+	keys        keyErrors
 }
 
 // maxBadJobs bounds the unreadable jobs remembered.
@@ -57,10 +64,17 @@ type trackedJob struct {
 }
 
 func newSidekiqState(cfg *SidekiqConfig) *sidekiqState {
-	s := &sidekiqState{cfg: cfg, jobs: map[string]*trackedJob{}, bad: map[uint64]struct{}{}}
+	s := &sidekiqState{cfg: cfg, jobs: map[string]*trackedJob{}, bad: map[uint64]struct{}{}, keys: keyErrors{}}
 	if cfg.Namespace != "" {
 		s.prefix = cfg.Namespace + ":"
 	}
+	s.retry = sweep{key: s.prefix + "retry", from: func(time.Time) string { return "-inf" }}
+	s.dead = sweep{key: s.prefix + "dead", from: func(start time.Time) string {
+		if !s.dead.completed.IsZero() {
+			start = s.dead.completed
+		}
+		return formatScore(float64(start.Add(-cfg.SettleAfter).UnixNano()) / 1e9)
+	}}
 	return s
 }
 
@@ -69,21 +83,27 @@ type sidekiqPoll struct {
 	queues    []string
 	lengths   []*redis.IntCmd
 	tails     []*redis.StringSliceCmd
-	retryLen  *redis.IntCmd
-	retry     *redis.ZSliceCmd
+	retryHead *redis.ZSliceCmd
+	// retryPage is the retry sweep's page; nil when a sweep starts, the
+	// head being its first page.
+	retryPage *redis.ZSliceCmd
 	dead      *redis.ZSliceCmd
 	processes *redis.StringSliceCmd
+	workKeys  []string
 	work      []*redis.MapStringStringCmd
 }
 
-func (s *sidekiqState) read(ctx context.Context, client *redis.Client) (*sidekiqPoll, error) {
+func (s *sidekiqState) read(ctx context.Context, client *redis.Client, now time.Time, out *batch) (*sidekiqPoll, error) {
 	p := &sidekiqPoll{queues: s.cfg.Queues}
 	if len(p.queues) == 0 {
-		queues, err := client.SMembers(ctx, s.prefix+"queues").Result()
-		if err != nil {
+		key := s.prefix + "queues"
+		queues, err := client.SMembers(ctx, key).Result()
+		if err != nil && !isReply(err) {
 			return nil, fmt.Errorf("sidekiq queues: %w", err)
 		}
-		p.queues = queues
+		if s.keys.check(key, err, out) {
+			p.queues = queues
+		}
 	}
 	pipe := client.Pipeline()
 	limit := s.cfg.ScanLimit
@@ -94,19 +114,28 @@ func (s *sidekiqState) read(ctx context.Context, client *redis.Client) (*sidekiq
 		// age is Sidekiq's queue latency.
 		p.tails = append(p.tails, pipe.LRange(ctx, key, -limit, -1))
 	}
-	p.retryLen = pipe.ZCard(ctx, s.prefix+"retry")
-	p.retry = pipe.ZRangeWithScores(ctx, s.prefix+"retry", 0, limit-1)
-	p.dead = pipe.ZRevRangeWithScores(ctx, s.prefix+"dead", 0, limit-1)
+	// The head of the retry set, the jobs about to run again, is read at
+	// every poll: that is where jobs leave it.
+	p.retryHead = pipe.ZRangeWithScores(ctx, s.retry.key, 0, limit-1)
+	if s.retry.active {
+		p.retryPage = s.retry.read(ctx, pipe, now, limit)
+	}
+	p.dead = s.dead.read(ctx, pipe, now, limit)
 	p.processes = pipe.SMembers(ctx, s.prefix+"processes")
 	if err := execPipeline(ctx, pipe); err != nil {
+		s.retry.active, s.dead.active = false, false
 		return nil, fmt.Errorf("sidekiq: %w", err)
 	}
-	if procs, err := p.processes.Result(); err == nil && len(procs) > 0 {
+	procs, err := p.processes.Result()
+	if s.keys.check(s.prefix+"processes", err, out) && len(procs) > 0 {
 		pipe = client.Pipeline()
 		for _, identity := range procs {
-			p.work = append(p.work, pipe.HGetAll(ctx, s.prefix+identity+":work"))
+			key := s.prefix + identity + ":work"
+			p.workKeys = append(p.workKeys, key)
+			p.work = append(p.work, pipe.HGetAll(ctx, key))
 		}
 		if err := execPipeline(ctx, pipe); err != nil {
+			s.retry.active, s.dead.active = false, false
 			return nil, fmt.Errorf("sidekiq work: %w", err)
 		}
 	}
@@ -115,7 +144,7 @@ func (s *sidekiqState) read(ctx context.Context, client *redis.Client) (*sidekiq
 
 // poll reads Sidekiq's queues, retry and dead sets and running jobs.
 func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, out *batch) error {
-	p, err := s.read(ctx, client)
+	p, err := s.read(ctx, client, now, out)
 	if err != nil {
 		return err
 	}
@@ -127,6 +156,9 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			s.badInput(raw, err, out)
 			return job{}, false
 		}
+		if j.cleaned {
+			s.badInput(raw, &decodeError{reasonText, errText}, out)
+		}
 		return j, true
 	}
 
@@ -137,10 +169,11 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 	queuesRead := make(map[string]bool, len(p.queues))
 	for i, q := range p.queues {
 		tail, err := p.tails[i].Result()
-		if err != nil {
+		if !s.keys.check(s.prefix+"queue:"+q, err, out) {
 			continue
 		}
-		queuesRead[q] = true
+		queue, _ := tap.CleanText(q, tap.MaxText)
+		queuesRead[queue] = true
 		latency := 0.0
 		for k, raw := range tail {
 			j, ok := decode(raw)
@@ -148,29 +181,32 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 				continue
 			}
 			if j.Queue == "" {
-				j.Queue = q
+				j.Queue = queue
 			}
 			seen[j.JID] = true
 			t := s.track(j)
 			attempt := j.enqueuedAttempt()
 			at, _ := j.enqueuedTime()
 			s.publish(t, j.JID, attempt, at, out)
-			t.state, t.attempt, t.queue = jobQueued, attempt, q
+			t.state, t.attempt, t.queue = jobQueued, attempt, queue
 			// Sidekiq's latency: now − enqueued_at of the job at the tail,
 			// 0 without one.
 			if enqueuedAt, ok := sidekiqTime(j.EnqueuedAt); ok && k == len(tail)-1 {
 				latency = now.Sub(enqueuedAt).Seconds()
 			}
 		}
-		dest := tap.Destination{System: systemSidekiq, Destination: q}
+		dest := tap.Destination{System: systemSidekiq, Destination: queue}
 		if n, err := p.lengths[i].Result(); err == nil {
 			backlog.Int(model.MetricBacklogDepth, now, dest, n)
 		}
 		backlog.Float(model.MetricBacklogLagSeconds, now, dest, latency)
 	}
 
-	// Dead set: the last failure of jobs out of retries.
-	dead, _ := p.dead.Result()
+	// Dead set: the last failure of jobs out of retries, read by when
+	// they died.
+	dead, err := p.dead.Result()
+	s.keys.check(s.dead.key, err, out)
+	s.dead.advance(dead, s.cfg.ScanLimit)
 	for _, z := range dead {
 		raw, _ := z.Member.(string)
 		j, ok := decode(raw)
@@ -196,15 +232,26 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 		t.state, t.attempt, t.failed = jobDead, attempt, max(t.failed, attempt)
 	}
 
-	// Retry set: failed attempts waiting to run again.
-	retry, _ := p.retry.Result()
-	retryComplete := false
-	if n, err := p.retryLen.Result(); err == nil {
-		retryComplete = n <= int64(len(retry))
-	}
+	// Retry set: failed attempts waiting to run again; its head, and the
+	// sweep's page through the rest.
+	head, err := p.retryHead.Result()
+	headComplete := !s.keys.check(s.retry.key, err, out) || int64(len(head)) < s.cfg.ScanLimit
 	maxScore := 0.0
+	if len(head) > 0 {
+		maxScore = head[len(head)-1].Score
+	}
+	retry := head
+	if p.retryPage == nil {
+		s.retry.active, s.retry.started = true, now
+		s.retry.advance(head, s.cfg.ScanLimit)
+	} else {
+		page, err := p.retryPage.Result()
+		s.retry.advance(page, s.cfg.ScanLimit)
+		if err == nil {
+			retry = append(retry[:len(retry):len(retry)], page...)
+		}
+	}
 	for _, z := range retry {
-		maxScore = max(maxScore, z.Score)
 		raw, _ := z.Member.(string)
 		j, ok := decode(raw)
 		if !ok {
@@ -234,14 +281,25 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 	}
 
 	running := map[string]bool{}
-	for _, w := range p.work {
-		for _, raw := range w.Val() {
+	for i, w := range p.work {
+		work, err := w.Result()
+		if !s.keys.check(p.workKeys[i], err, out) {
+			continue
+		}
+		for _, raw := range work {
 			if jid, err := decodeWork([]byte(raw)); err == nil {
 				running[jid] = true
 			} else {
 				s.badInput(raw, err, out)
 			}
 		}
+	}
+
+	// Jobs are taken as done once both sets were read whole, in sweeps
+	// that began settle_after after the job was last seen.
+	swept := s.retry.completed
+	if s.dead.completed.Before(swept) {
+		swept = s.dead.completed
 	}
 
 	// Jobs no longer where they were.
@@ -258,8 +316,8 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			t.state, t.leftAt = jobLeft, midpoint(lastPoll, now, time.Time{})
 			out.add(s.consumerSide(tap.Deliver, jid, t, t.leftAt))
 		case jobRetrying:
-			if !retryComplete && t.retryScore > maxScore {
-				continue // beyond what this poll read
+			if !headComplete && t.retryScore > maxScore {
+				continue // beyond the head: it cannot have left yet
 			}
 			// Back in a queue and fetched since: the next attempt runs.
 			t.state, t.attempt, t.leftAt = jobLeft, t.attempt+1, midpoint(lastPoll, now, time.Time{})
@@ -273,13 +331,13 @@ func (s *sidekiqState) poll(ctx context.Context, client *redis.Client, now time.
 			continue
 		}
 		// Done once it has been gone long enough to have shown up running,
-		// in the retry set or in the dead set; the retry set must have
-		// been read whole.
+		// in the retry set or in the dead set, and both sets were read
+		// whole since.
 		last := t.leftAt
 		if t.runningAt.After(last) {
 			last = t.runningAt
 		}
-		if retryComplete && now.Sub(last) >= s.cfg.SettleAfter {
+		if !swept.IsZero() && swept.Sub(last) >= s.cfg.SettleAfter {
 			o := s.consumerSide(tap.Settle, jid, t, last)
 			o.Outcome, o.Inferred = tap.Ack, true
 			out.add(o)

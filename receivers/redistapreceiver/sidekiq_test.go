@@ -27,6 +27,8 @@ type sidekiq struct {
 	t      *testing.T
 	client *redis.Client
 	prefix string // redis-namespace prefix
+	// retryIn is how long after a failure a retry runs; 15s when zero.
+	retryIn time.Duration
 }
 
 func newJID() string {
@@ -66,9 +68,14 @@ func (s *sidekiq) fetch(queue string) map[string]any {
 }
 
 // fail is JobRetry#process_retry: error fields, retry_count (0 at the first
-// failure), then the retry set scored by when it runs again, or the dead
-// set when retries are exhausted.
+// failure), then the retry set scored by when it runs again (retryIn from
+// now, 15s unless set), or the dead set when retries are exhausted.
 func (s *sidekiq) fail(job map[string]any, errorClass string, maxRetries int) {
+	s.failOn(s.client, job, errorClass, maxRetries)
+}
+
+// failOn is fail on c, e.g. within a transaction.
+func (s *sidekiq) failOn(c redis.Cmdable, job map[string]any, errorClass string, maxRetries int) {
 	ctx := context.Background()
 	now := time.Now()
 	job["error_message"] = "synthetic failure"
@@ -82,11 +89,15 @@ func (s *sidekiq) fail(job map[string]any, errorClass string, maxRetries int) {
 	}
 	job["retry_count"] = count
 	if count >= maxRetries {
-		require.NoError(s.t, s.client.ZAdd(ctx, s.prefix+"dead", redis.Z{Score: float64(now.UnixNano()) / 1e9, Member: s.json(job)}).Err())
+		require.NoError(s.t, c.ZAdd(ctx, s.prefix+"dead", redis.Z{Score: float64(now.UnixNano()) / 1e9, Member: s.json(job)}).Err())
 		return
 	}
-	retryAt := float64(now.Add(15*time.Second).UnixNano()) / 1e9
-	require.NoError(s.t, s.client.ZAdd(ctx, s.prefix+"retry", redis.Z{Score: retryAt, Member: s.json(job)}).Err())
+	retryIn := s.retryIn
+	if retryIn == 0 {
+		retryIn = 15 * time.Second
+	}
+	retryAt := float64(now.Add(retryIn).UnixNano()) / 1e9
+	require.NoError(s.t, c.ZAdd(ctx, s.prefix+"retry", redis.Z{Score: retryAt, Member: s.json(job)}).Err())
 }
 
 // requeue is the scheduler moving a due retry back to its queue.
@@ -108,15 +119,20 @@ func (s *sidekiq) requeue(jid string) {
 	s.t.Fatalf("job %s is not in the retry set", jid)
 }
 
-// running is the heartbeat's record of the jobs a process's threads run.
+// running is the heartbeat's record of the jobs a process's threads run,
+// written at once.
 func (s *sidekiq) running(identity string, jobs ...map[string]any) {
 	ctx := context.Background()
-	require.NoError(s.t, s.client.SAdd(ctx, s.prefix+"processes", identity).Err())
-	require.NoError(s.t, s.client.Del(ctx, s.prefix+identity+":work").Err())
-	for i, job := range jobs {
-		work := s.json(map[string]any{"queue": job["queue"], "payload": s.json(job), "run_at": time.Now().Unix()})
-		require.NoError(s.t, s.client.HSet(ctx, s.prefix+identity+":work", "tid-"+strconv.Itoa(i), work).Err())
-	}
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, s.prefix+"processes", identity)
+		p.Del(ctx, s.prefix+identity+":work")
+		for i, job := range jobs {
+			work := s.json(map[string]any{"queue": job["queue"], "payload": s.json(job), "run_at": time.Now().Unix()})
+			p.HSet(ctx, s.prefix+identity+":work", "tid-"+strconv.Itoa(i), work)
+		}
+		return nil
+	})
+	require.NoError(s.t, err)
 }
 
 // Three jobs: one done, one retried once and then done, one dead. The
@@ -158,16 +174,22 @@ func TestSidekiqWorkload(t *testing.T) {
 	}
 	waitForQueueLatency(t, rt, "default", 10)
 
-	// The server fetches all three; a is still running a while.
+	// The server fetches all three and runs them (the work hash is written
+	// first, so the tap never sees them gone and not running: however slow
+	// the test, b and c cannot be taken as done before they fail); a is
+	// still running a while.
+	sk.running("worker-1:4242:0f1e", a, b, c)
 	fa, fb, fc := sk.fetch("default"), sk.fetch("default"), sk.fetch("default")
 	require.Equal(t, []string{jid(a), jid(b), jid(c)}, []string{jid(fa), jid(fb), jid(fc)})
-	sk.running("worker-1:4242:0f1e", fa)
 	for _, j := range []map[string]any{a, b, c} {
 		waitForSpan(t, rt.traces, "delivery of "+jid(j), hasSpan("receive", jid(j)))
 	}
 
+	// b and c fail: in the retry or dead set before they leave the work
+	// hash.
 	sk.fail(fb, "Timeout::Error", 25)
 	sk.fail(fc, "ArgumentError", 0)
+	sk.running("worker-1:4242:0f1e", fa)
 	waitForSpan(t, rt.traces, "failure of b", func(s seenSpan) bool {
 		return s.event == "settle" && s.messageID == jid(b) && s.outcome == tap.Nack && s.attempt == 1 && s.reason == "Timeout::Error"
 	})
@@ -188,6 +210,8 @@ func TestSidekiqWorkload(t *testing.T) {
 	})
 	for _, s := range spansOf(rt.traces) {
 		assert.False(t, s.event == "settle" && s.messageID == jid(a), "a is running: not done")
+		assert.False(t, s.event == "settle" && s.outcome == tap.Ack && s.attempt == 1 && (s.messageID == jid(b) || s.messageID == jid(c)),
+			"b and c failed their first attempt: %v", s)
 	}
 	sk.running("worker-1:4242:0f1e")
 	waitForSpan(t, rt.traces, "a done", func(s seenSpan) bool {

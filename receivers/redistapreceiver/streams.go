@@ -47,7 +47,11 @@ type stream struct {
 
 // group is one consumer group's state as of the last poll.
 type group struct {
-	name          string
+	name string
+	// label is the name as spans carry it (tap.CleanText); dirty when it
+	// differs.
+	label         string
+	dirty         bool
 	known         bool // polled before: lastDelivered is meaningful
 	lastDelivered entryID
 	pending       map[entryID]pendingEntry
@@ -148,11 +152,17 @@ func (s *streamsState) observe(st *stream, msg redis.XMessage, out *batch) {
 	if badTraceParent {
 		out.decodeError(&decodeError{reasonTraceParent, tap.ErrBadTraceParent})
 	}
+	if e.cleaned {
+		out.decodeError(&decodeError{reasonText, errText})
+	}
 	if st.original != nil {
 		dl, err := decodeDeadLetter(&s.cfg.DeadLetter, e.id, msg.Values)
 		if err != nil {
 			out.decodeError(err)
 			return
+		}
+		if dl.cleaned {
+			out.decodeError(&decodeError{reasonText, errText})
 		}
 		st.original.deadLetter(dl, out, s.cfg.MaxTrackedEntries)
 		return
@@ -218,6 +228,7 @@ func (st *stream) group(name string) *group {
 	g, ok := st.groups[name]
 	if !ok {
 		g = &group{name: name, pending: map[entryID]pendingEntry{}, deadLetterSent: map[entryID]bool{}}
+		g.label = cleanText(name, &g.dirty)
 		st.groups[name] = g
 	}
 	return g
@@ -235,7 +246,7 @@ func (st *stream) reportDeadLetter(g *group, dl deadLetterEntry, attempt int, ou
 		System:        systemRedis,
 		Destination:   st.name,
 		MessageID:     st.name + "/" + dl.original.String(),
-		ConsumerGroup: g.name,
+		ConsumerGroup: g.label,
 		Attempt:       attempt,
 		Reason:        dl.reason,
 		TraceParent:   e.traceParent,
@@ -325,6 +336,9 @@ func execPipeline(ctx context.Context, pipe redis.Pipeliner) error {
 // pollGroup compares one group's pending entries with the last poll's.
 func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, out *batch, backlog *tap.Backlog) {
 	g := st.group(p.info.Name)
+	if g.dirty && !g.known {
+		out.decodeError(&decodeError{reasonText, errText})
+	}
 	lastDelivered, err := parseEntryID(p.info.LastDeliveredID)
 	if err != nil {
 		out.decodeError(&decodeError{reasonEntryID, err})
@@ -357,7 +371,12 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 			at = id.time()
 		}
 		current[id] = pendingEntry{attempt: attempt, deliveredAt: at}
-		out.add(st.consumerSide(tap.Deliver, e, g.name, attempt, at, pe.Consumer))
+		var dirty bool
+		consumer := cleanText(pe.Consumer, &dirty)
+		if dirty {
+			out.decodeError(&decodeError{reasonText, errText})
+		}
+		out.add(st.consumerSide(tap.Deliver, e, g.label, attempt, at, consumer))
 	}
 
 	// Entries that left the pending list were acked (or dead-lettered).
@@ -402,7 +421,7 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 				continue
 			}
 			at := midpoint(lastPoll, now, e.id.time())
-			out.add(st.consumerSide(tap.Deliver, e, g.name, 1, at, ""))
+			out.add(st.consumerSide(tap.Deliver, e, g.label, 1, at, ""))
 			st.settled(g, e.id, 1, at, out)
 		}
 	}
@@ -417,7 +436,7 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 		}
 	}
 
-	dest := tap.Destination{System: systemRedis, Destination: st.name, ConsumerGroup: g.name}
+	dest := tap.Destination{System: systemRedis, Destination: st.name, ConsumerGroup: g.label}
 	if lag, ok := st.lag(p.info, lastDelivered); ok {
 		// What is ready for the group is what it has not been delivered.
 		backlog.Int(model.MetricBacklogDepth, now, dest, lag)
@@ -469,7 +488,7 @@ func (st *stream) settled(g *group, id entryID, attempt int, at time.Time, out *
 		return
 	}
 	e, _ := st.find(id)
-	o := st.consumerSide(tap.Settle, e, g.name, attempt, at, "")
+	o := st.consumerSide(tap.Settle, e, g.label, attempt, at, "")
 	o.Outcome = tap.Ack
 	o.Inferred = true
 	out.add(o)
