@@ -1,51 +1,19 @@
 package rabbitmqtapreceiver
 
 import (
-	"context"
-
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver/internal/metadata"
 )
 
-// NewFactory returns the RabbitMQ tap's factory.
+// NewFactory returns the RabbitMQ tap's factory: the traces and metrics
+// receivers of one component id share one tap.
 func NewFactory() receiver.Factory {
-	f := &factory{}
-	return receiver.NewFactory(
-		metadata.Type,
+	return tap.NewFactory(metadata.Type, metadata.TracesStability,
 		func() component.Config { return createDefaultConfig() },
-		receiver.WithTraces(f.createTraces, metadata.TracesStability),
-		receiver.WithMetrics(f.createMetrics, metadata.MetricsStability),
-	)
-}
-
-// factory hands the traces and metrics receivers of one component id the
-// same tap.
-type factory struct {
-	taps tap.Shared[*rabbitTap]
-}
-
-func (f *factory) handle(set receiver.Settings, cfg component.Config) (*tap.Handle[*rabbitTap], error) {
-	return f.taps.Get(set.ID, func() (*rabbitTap, error) { return newRabbitTap(cfg.(*Config), set) })
-}
-
-func (f *factory) createTraces(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Traces) (receiver.Traces, error) {
-	h, err := f.handle(set, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h.Tap.traces = next
-	return h, nil
-}
-
-func (f *factory) createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
-	h, err := f.handle(set, cfg)
-	if err != nil {
-		return nil, err
-	}
-	h.Tap.metrics = next
-	return h, nil
+		func(set receiver.Settings, cfg component.Config) (*rabbitTap, error) {
+			return newRabbitTap(cfg.(*Config), set)
+		})
 }

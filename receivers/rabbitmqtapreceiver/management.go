@@ -250,7 +250,7 @@ func (p *poller) once(ctx context.Context) {
 		var drained []string
 		since := map[string]time.Time{}
 		seen := map[string]deadLetterState{} // dead-letter exchanges checked in this poll
-		if t.traces != nil {
+		if t.emitter.HasTraces() {
 			p.retries(ctx, vhost, qs)
 		}
 		for i := range qs {
@@ -258,10 +258,10 @@ func (p *poller) once(ctx context.Context) {
 			if q.Name == t.cfg.Queue {
 				continue
 			}
-			if t.metrics != nil {
+			if t.emitter.HasMetrics() {
 				gauges(backlog, at, vhost, q)
 			}
-			if t.traces == nil {
+			if !t.emitter.HasTraces() {
 				continue
 			}
 			// Bound first: a dead letter must reach the tap before the
@@ -288,14 +288,7 @@ func (p *poller) once(ctx context.Context) {
 		t.logger.Info("rabbitmq management API answers again")
 	}
 	p.failing = failed != nil
-	if n := backlog.Len(); n > 0 {
-		opCtx := t.obs.StartMetricsOp(ctx)
-		err := t.metrics.ConsumeMetrics(opCtx, backlog.Take())
-		t.obs.EndMetricsOp(opCtx, formatManagement, n, err)
-		if err != nil {
-			t.logger.Debug("metrics pipeline refused backlog gauges", zap.Error(err))
-		}
-	}
+	_ = t.emitter.Metrics(ctx, backlog) // logged there; the next poll is fresher
 }
 
 // deadLetterState says whether every message a queue dead-letters reaches

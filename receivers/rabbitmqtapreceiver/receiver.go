@@ -8,20 +8,16 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
-	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver/internal/metadata"
 )
 
-const (
-	transport        = "amqp"
-	formatFirehose   = "rabbitmq_firehose"
-	formatManagement = "rabbitmq_management"
-)
+// transport names how the tap reads its broker, as receiver metrics
+// label it.
+const transport = "firehose"
 
 // rabbitTap is one tap: a firehose session kept alive by tap.Run and a
 // management API poller. The tracker and the replay lists are owned by the
@@ -30,15 +26,10 @@ const (
 // They meet only through the broker: the poller's drain markers travel
 // through the tap's queue, in order with the frames.
 type rabbitTap struct {
-	cfg    *Config
-	logger *zap.Logger
-	tel    *tap.Telemetry
-	obs    *receiverhelper.ObsReport
-
-	// Set while the receivers are created, before Start; nil when the
-	// signal has no pipeline.
-	traces  consumer.Traces
-	metrics consumer.Metrics
+	cfg     *Config
+	logger  *zap.Logger
+	tel     *tap.Telemetry
+	emitter *tap.Emitter
 
 	tracker *tracker
 	replay  *replayCache
@@ -52,29 +43,24 @@ type rabbitTap struct {
 	done      sync.WaitGroup
 }
 
-var _ component.Component = (*rabbitTap)(nil)
+var _ tap.Receiver = (*rabbitTap)(nil)
 
 func newRabbitTap(cfg *Config, set receiver.Settings) (*rabbitTap, error) {
 	tel, err := tap.NewTelemetry(set.TelemetrySettings, systemRabbitMQ, metadata.ScopeName)
 	if err != nil {
 		return nil, fmt.Errorf("tap telemetry: %w", err)
 	}
-	obs, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
-		ReceiverID:             set.ID,
-		Transport:              transport,
-		LongLivedCtx:           true,
-		ReceiverCreateSettings: set,
-	})
+	emitter, err := tap.NewEmitter(set, transport, tel)
 	if err != nil {
 		return nil, fmt.Errorf("receiver telemetry: %w", err)
 	}
 	t := &rabbitTap{
-		cfg:    cfg,
-		logger: set.Logger,
-		tel:    tel,
-		obs:    obs,
-		replay: newReplayCache(4 * cfg.Prefetch * len(cfg.VHosts)),
-		now:    time.Now,
+		cfg:     cfg,
+		logger:  set.Logger,
+		tel:     tel,
+		emitter: emitter,
+		replay:  newReplayCache(4 * cfg.Prefetch * len(cfg.VHosts)),
+		now:     time.Now,
 	}
 	t.tracker = newTracker(cfg.Queue, cfg.IncludeCeleryControl, cfg.MaxTrackedMessages, func(err error) {
 		t.tel.DecodeError(context.Background(), reasonOf(err), err)
@@ -90,6 +76,9 @@ func newRabbitTap(cfg *Config, set receiver.Settings) (*rabbitTap, error) {
 	return t, nil
 }
 
+// Emitter hands the tap's spans and gauges to its pipelines.
+func (t *rabbitTap) Emitter() *tap.Emitter { return t.emitter }
+
 // Start connects in the background and returns at once.
 func (t *rabbitTap) Start(_ context.Context, _ component.Host) error {
 	t.lifecycle.Lock()
@@ -102,7 +91,7 @@ func (t *rabbitTap) Start(_ context.Context, _ component.Host) error {
 	t.logger.Info("rabbitmq tap starting", zap.String("endpoint", t.cfg.Endpoint),
 		zap.Strings("vhosts", t.cfg.VHosts), zap.String("queue", t.cfg.Queue),
 		zap.Bool("management", t.api != nil))
-	if t.traces != nil {
+	if t.emitter.HasTraces() {
 		t.done.Add(1)
 		go func() {
 			defer t.done.Done()

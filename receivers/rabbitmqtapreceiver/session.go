@@ -42,11 +42,13 @@ type vhostConn struct {
 // session reads the tap's queue in every vhost until a connection is lost
 // or ctx ends.
 func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error {
-	ctx, cancel := context.WithCancel(ctx)
+	// A lost connection ends the session's ctx with its cause, so a batch
+	// waiting for the pipeline stops waiting: its frames come again.
+	ctx, cancel := context.WithCancelCause(ctx)
 	var forwarders sync.WaitGroup
 	conns := make([]vhostConn, 0, len(t.cfg.VHosts))
 	defer func() {
-		cancel()
+		cancel(nil)
 		for _, c := range conns {
 			_ = c.conn.Close()
 		}
@@ -54,7 +56,6 @@ func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error 
 	}()
 
 	in := make(chan incoming, t.cfg.Prefetch)
-	lost := make(chan error, len(t.cfg.VHosts))
 	for i, vhost := range t.cfg.VHosts {
 		c, deliveries, closed, err := t.open(vhost)
 		if err != nil {
@@ -82,7 +83,7 @@ func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error 
 				}
 			default:
 			}
-			lost <- fmt.Errorf("vhost %q: %w", vhost, err)
+			cancel(fmt.Errorf("vhost %q: %w", vhost, err))
 		}()
 	}
 	if t.cfg.EnableTracing {
@@ -94,7 +95,11 @@ func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error 
 	}
 	connected()
 	t.logger.Info("rabbitmq tap reading the firehose", zap.Strings("vhosts", t.cfg.VHosts))
-	return t.consume(ctx, conns, in, lost)
+	err := t.consume(ctx, conns, in)
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
 }
 
 // open connects to one vhost, declares and binds the tap's queue and
@@ -142,8 +147,10 @@ func (t *rabbitTap) open(vhost string) (vhostConn, <-chan amqp.Delivery, chan *a
 
 // consume batches frames: a batch goes to the traces pipeline when it is
 // full or its oldest frame has waited batch::timeout, and its frames are
-// acked once the pipeline took it.
-func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan incoming, lost <-chan error) error {
+// acked once the pipeline took it (or refused it for good). While the
+// pipeline refuses it for now, the emitter retries and the tap reads
+// nothing more: the broker keeps the rest.
+func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan incoming) error {
 	var batch []frameRecord
 	defer func() {
 		// Not acked: the broker gives these again to the next session.
@@ -152,14 +159,11 @@ func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan in
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	timing := false
-	pause := t.cfg.Reconnect.Initial
 	spans := tap.NewSpans(systemRabbitMQ, metadata.ScopeName)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-lost:
-			return err
 		case item := <-in:
 			batch = append(batch, t.handle(ctx, item))
 			if len(batch) < t.cfg.Batch.MaxSize {
@@ -176,25 +180,10 @@ func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan in
 			timer.Stop()
 			timing = false
 		}
-		retry, err := t.flush(ctx, conns, batch, spans)
-		if err != nil {
+		if err := t.flush(ctx, conns, batch, spans); err != nil {
 			return err
 		}
-		if !retry {
-			batch = batch[:0]
-			pause = t.cfg.Reconnect.Initial
-			continue
-		}
-		// Refused for now: the frames go back to the queue and come
-		// again; their observations are kept to be sent as they were.
-		t.replay.keep(batch)
 		batch = batch[:0]
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(pause):
-		}
-		pause = min(pause*2, t.cfg.Reconnect.Max)
 	}
 }
 
@@ -267,12 +256,12 @@ func (t *rabbitTap) marker(vhost string, body []byte) error {
 	return nil
 }
 
-// flush sends a batch's spans and settles its frames with the broker:
-// acked once the pipeline took them or refused them for good, given back
-// when it refused them for now (retry true). An error is a lost channel.
-func (t *rabbitTap) flush(ctx context.Context, conns []vhostConn, batch []frameRecord, spans *tap.Spans) (retry bool, err error) {
+// flush sends a batch's spans and acks its frames once the pipeline took
+// them or refused them for good. An error is the end of ctx or a lost
+// channel: the frames are not acked, the broker gives them again.
+func (t *rabbitTap) flush(ctx context.Context, conns []vhostConn, batch []frameRecord, spans *tap.Spans) error {
 	if len(batch) == 0 {
-		return false, nil
+		return nil
 	}
 	for i := range batch {
 		for j := range batch[i].obs {
@@ -284,47 +273,28 @@ func (t *rabbitTap) flush(ctx context.Context, conns []vhostConn, batch []frameR
 			}
 		}
 	}
-	n := spans.Len()
-	var consumeErr error
-	if n > 0 {
-		opCtx := t.obs.StartTracesOp(ctx)
-		consumeErr = t.traces.ConsumeTraces(opCtx, spans.Take())
-		t.obs.EndTracesOp(opCtx, formatFirehose, n, consumeErr)
+	if err := t.emitter.Traces(ctx, spans); err != nil && !consumererror.IsPermanent(err) {
+		return err
 	}
 	last := make([]uint64, len(conns))
 	for _, r := range batch {
 		last[r.vhost] = max(last[r.vhost], r.tag)
 	}
-	requeue := consumeErr != nil && !consumererror.IsPermanent(consumeErr)
-	switch {
-	case consumeErr == nil:
-		t.tel.Observed(ctx, n)
-	case requeue:
-		t.logger.Warn("traces pipeline refused a batch; frames go back to the queue", zap.Int("spans", n), zap.Error(consumeErr))
-	default:
-		t.logger.Warn("traces pipeline refused a batch for good; frames dropped", zap.Int("spans", n), zap.Error(consumeErr))
-	}
 	for i, tag := range last {
 		if tag == 0 {
 			continue
 		}
-		var err error
-		if requeue {
-			err = conns[i].ch.Nack(tag, true, true)
-		} else {
-			err = conns[i].ch.Ack(tag, true)
-		}
-		if err != nil {
-			return false, fmt.Errorf("settle frames: %w", err)
+		if err := conns[i].ch.Ack(tag, true); err != nil {
+			return fmt.Errorf("ack frames: %w", err)
 		}
 	}
-	return requeue, nil
+	return nil
 }
 
 // replayCache holds the observations of frames handed out but not acked
-// (after a refused batch or a lost connection), by vhost and digest: when
-// the broker gives such a frame again, its observations are sent as they
-// were, not inferred twice.
+// when a connection was lost, by vhost and digest: when the broker gives
+// such a frame again, its observations are sent as they were, not inferred
+// twice.
 type replayCache struct {
 	frames map[replayKey][][]tap.Observation
 	n, max int
