@@ -81,8 +81,10 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	const before, after = 30, 30
 	run(ch, 0, before)
-	eventually(t, 30*time.Second, "the tap read every frame and the pipeline refused them", func() bool {
-		return g.refused.Load() >= 2*before
+	// Every frame is in the tap's queue by now (the broker queues a frame
+	// as it publishes or delivers), read and refused, or waiting.
+	eventually(t, 30*time.Second, "the pipeline refused the tap's spans", func() bool {
+		return g.refused.Load() > 0
 	})
 	require.Zero(t, rt.traces.SpanCount(), "the pipeline took nothing yet")
 
