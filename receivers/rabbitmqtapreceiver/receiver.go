@@ -20,11 +20,13 @@ import (
 const transport = "firehose"
 
 // rabbitTap is one tap: a firehose session kept alive by tap.Run and a
-// management API poller. The tracker and the replay lists are owned by the
+// management API poller. The tracker and the replay cache are owned by the
 // session's consumer loop (one goroutine at a time, across reconnections);
 // the poller owns its HTTP client and the dead-letter bindings it made.
-// They meet only through the broker: the poller's drain markers travel
-// through the tap's queue, in order with the frames.
+// They share two small sets behind their own locks (the queues with
+// pending deliveries, the delay and retry queues); drains go from the
+// poller to the tracker through the broker: markers in the tap's queue, in
+// order with the frames.
 type rabbitTap struct {
 	cfg     *Config
 	logger  *zap.Logger
