@@ -159,7 +159,7 @@ func (t *redisTap) session(ctx context.Context, connected tap.Connected) error {
 		loops = append(loops, func() error { return t.runPubSub(ctx, ps) })
 	}
 	if len(t.cfg.Streams.Names) > 0 || t.cfg.Sidekiq.Enabled {
-		if err := t.streams.resume(ctx, client); err != nil {
+		if err := t.streams.resume(ctx, client, t.newBatch(ctx)); err != nil {
 			return err
 		}
 		loops = append(loops, func() error { return t.runMain(ctx, client) })

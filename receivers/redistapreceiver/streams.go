@@ -25,6 +25,9 @@ type streamsState struct {
 	// keys is the XREAD argument: stream names, then the ids to read after.
 	keys     []string
 	lastPoll time.Time
+	// refused are the streams Redis refused to read (a key of another
+	// type): skipped until they read again.
+	refused keyErrors
 }
 
 // stream is one stream's state.
@@ -35,6 +38,8 @@ type stream struct {
 	original *stream
 	// lastID is the last entry read; empty until the first session.
 	lastID string
+	// skipped is a key Redis refuses to read as a stream.
+	skipped bool
 	// entries are the newest entries read, ascending: max_tracked_entries,
 	// and up to a quarter more before they are trimmed.
 	entries []entry
@@ -66,7 +71,7 @@ type pendingEntry struct {
 }
 
 func newStreamsState(cfg *StreamsConfig) *streamsState {
-	s := &streamsState{cfg: cfg}
+	s := &streamsState{cfg: cfg, refused: keyErrors{}}
 	for _, name := range cfg.Names {
 		st := &stream{name: name, groups: map[string]*group{}, deadLettered: map[entryID]deadLetterEntry{}}
 		s.all = append(s.all, st)
@@ -83,15 +88,21 @@ func newStreamsState(cfg *StreamsConfig) *streamsState {
 func (s *streamsState) empty() bool { return len(s.all) == 0 }
 
 // resume finds where to start reading streams never read before: after
-// their last entry, so the tap reports what is added from now on.
-func (s *streamsState) resume(ctx context.Context, client *redis.Client) error {
+// their last entry, so the tap reports what is added from now on. A key of
+// another type is skipped; should it become a stream, it is read from its
+// start.
+func (s *streamsState) resume(ctx context.Context, client *redis.Client, out *batch) error {
 	for _, st := range s.all {
 		if st.lastID != "" {
 			continue
 		}
 		last, err := client.XRevRangeN(ctx, st.name, "+", "-", 1).Result()
-		if err != nil {
+		if err != nil && !isReply(err) {
 			return fmt.Errorf("xrevrange %s: %w", st.name, err)
+		}
+		if !s.refused.check(st.name, err, out) {
+			st.lastID, st.skipped = "0-0", true
+			continue
 		}
 		st.lastID = "0-0"
 		if len(last) == 1 {
@@ -106,14 +117,32 @@ func (s *streamsState) resume(ctx context.Context, client *redis.Client) error {
 func (s *streamsState) read(ctx context.Context, client *redis.Client, block time.Duration, out *batch) error {
 	s.keys = s.keys[:0]
 	for _, st := range s.all {
-		s.keys = append(s.keys, st.name)
+		if !st.skipped {
+			s.keys = append(s.keys, st.name)
+		}
 	}
+	n := len(s.keys)
 	for _, st := range s.all {
-		s.keys = append(s.keys, st.lastID)
+		if !st.skipped {
+			s.keys = append(s.keys, st.lastID)
+		}
+	}
+	if n == 0 { // every stream skipped
+		if block > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(block):
+			}
+		}
+		return nil
 	}
 	res, err := client.XRead(ctx, &redis.XReadArgs{Streams: s.keys, Count: s.cfg.ReadCount, Block: block}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil
+	}
+	if isReply(err) {
+		// One key's problem, most likely: find it, and skip it.
+		return s.probe(ctx, client, err, out)
 	}
 	if err != nil {
 		return fmt.Errorf("xread: %w", err)
@@ -128,6 +157,35 @@ func (s *streamsState) read(ctx context.Context, client *redis.Client, block tim
 			s.observe(st, msg, out)
 		}
 		st.trim(s.cfg.MaxTrackedEntries)
+	}
+	return nil
+}
+
+// probe finds the streams Redis refuses to read, after an XREAD of them all
+// was refused (err), and skips them; when it finds none, err stands. A
+// stream skipped before that reads again is no longer skipped.
+func (s *streamsState) probe(ctx context.Context, client *redis.Client, err error, out *batch) error {
+	pipe := client.Pipeline()
+	lens := make([]*redis.IntCmd, len(s.all))
+	for i, st := range s.all {
+		if err != nil || st.skipped {
+			lens[i] = pipe.XLen(ctx, st.name)
+		}
+	}
+	if perr := execPipeline(ctx, pipe); perr != nil {
+		return fmt.Errorf("xlen: %w", perr)
+	}
+	found := false
+	for i, st := range s.all {
+		if lens[i] == nil {
+			continue
+		}
+		ok := s.refused.check(st.name, lens[i].Err(), out)
+		found = found || (!ok && !st.skipped)
+		st.skipped = !ok
+	}
+	if err != nil && !found {
+		return fmt.Errorf("xread: %w", err)
 	}
 	return nil
 }
@@ -266,6 +324,14 @@ type groupPoll struct {
 func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.Time, backlog *tap.Backlog, out *batch) error {
 	if len(s.tapped) == 0 {
 		return nil
+	}
+	for _, st := range s.all {
+		if st.skipped { // does it read again?
+			if err := s.probe(ctx, client, nil, out); err != nil {
+				return err
+			}
+			break
+		}
 	}
 	pipe := client.Pipeline()
 	infos := make([]*redis.XInfoGroupsCmd, len(s.tapped))
