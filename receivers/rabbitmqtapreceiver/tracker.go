@@ -366,16 +366,23 @@ func (t *tracker) setPending(d *delivery, pending bool) {
 		return
 	}
 	d.pending = pending
+	// Only tasks are settled by a child's publish: only they are indexed
+	// by message.
+	byMessage := d.base.System == systemCelery
 	if pending {
 		if index(t.byQueue, d.queueKey, d) {
 			t.pendingQueues.set(d.queueKey, true)
 		}
-		index(t.byMessage, d.msgKey, d)
+		if byMessage {
+			index(t.byMessage, d.msgKey, d)
+		}
 	} else {
 		if unindex(t.byQueue, d.queueKey, d) {
 			t.pendingQueues.set(d.queueKey, false)
 		}
-		unindex(t.byMessage, d.msgKey, d)
+		if byMessage {
+			unindex(t.byMessage, d.msgKey, d)
+		}
 	}
 }
 
