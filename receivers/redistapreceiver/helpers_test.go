@@ -70,8 +70,8 @@ func startTap(t *testing.T, cfg *Config) *runningTap {
 }
 
 // startTapTo starts a tap whose spans go to next, or to its sink when next
-// is nil.
-func startTapTo(t *testing.T, cfg *Config, next consumer.Traces) *runningTap {
+// is nil; tweaks change the tap before it starts.
+func startTapTo(t *testing.T, cfg *Config, next consumer.Traces, tweaks ...func(*redisTap)) *runningTap {
 	t.Helper()
 	require.NoError(t, cfg.Validate())
 	rt := &runningTap{traces: new(consumertest.TracesSink), metrics: new(consumertest.MetricsSink), tel: componenttest.NewTelemetry()}
@@ -84,6 +84,9 @@ func startTapTo(t *testing.T, cfg *Config, next consumer.Traces) *runningTap {
 	tr, err := f.CreateTraces(context.Background(), set, cfg, next)
 	require.NoError(t, err)
 	rt.tap = tr.(*tap.Handle[*redisTap]).Tap
+	for _, tweak := range tweaks {
+		tweak(rt.tap)
+	}
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, rt.metrics)
 	require.NoError(t, err)
 	host := componenttest.NewNopHost()

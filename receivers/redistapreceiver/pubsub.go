@@ -19,6 +19,14 @@ const (
 	pubsubLinger = 200 * time.Millisecond
 )
 
+// A pub/sub connection silent for pubsubPingAfter is pinged; without a
+// reply within pubsubPongWait it is taken as lost (a half-open connection
+// would otherwise look like quiet channels for good).
+const (
+	pubsubPingAfter = 10 * time.Second
+	pubsubPongWait  = 10 * time.Second
+)
+
 // runPubSub reports every message published on a channel matching the
 // patterns. Pub/sub messages are fire-and-forget with opaque payloads: no
 // id, no headers, no acknowledgement. Each gets the id
@@ -27,6 +35,8 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 	out := t.newBatch(ctx)
 	defer t.flush(out)
 	deadline := time.Time{}
+	heard := time.Now() // when the connection last brought anything
+	var pinged time.Time
 	for {
 		timeout := pubsubLinger
 		if out.spans.Len() > 0 {
@@ -40,10 +50,20 @@ func (t *redisTap) runPubSub(ctx context.Context, ps *redis.PubSub) error {
 			return ctx.Err()
 		case errors.As(err, &netErr) && netErr.Timeout():
 			t.flush(out)
+			switch {
+			case pinged.IsZero() && time.Since(heard) >= t.pingAfter:
+				if err := ps.Ping(ctx); err != nil {
+					return fmt.Errorf("pubsub ping: %w", err)
+				}
+				pinged = time.Now()
+			case !pinged.IsZero() && time.Since(pinged) >= t.pongWait:
+				return fmt.Errorf("pubsub: no reply to a ping in %s", t.pongWait)
+			}
 			continue
 		default:
 			return fmt.Errorf("pubsub: %w", err)
 		}
+		heard, pinged = time.Now(), time.Time{}
 		m, ok := msg.(*redis.Message)
 		if !ok {
 			continue // subscription changes, pongs

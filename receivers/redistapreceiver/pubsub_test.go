@@ -2,10 +2,13 @@ package redistapreceiver
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 )
@@ -57,4 +60,49 @@ func TestPubSubPublishSpans(t *testing.T) {
 	assert.Equal(t, []string{prefix + ".created", prefix + ".created", prefix + ".deleted"}, channels)
 	require.Len(t, ids, 3)
 	assert.NotEqual(t, ids[0], ids[1])
+}
+
+// A pub/sub connection that stays open but carries nothing any more (the
+// peer vanished without closing it) is noticed by a ping without a reply:
+// the tap reconnects, counts the gap, and reports what is published next.
+func TestPubSubHalfOpenConnection(t *testing.T) {
+	addr := redisAddr(t)
+	ctx := context.Background()
+	client := newTestClient(t, addr)
+	channel := uniqueName("halfopen")
+	p := startProxy(t, addr)
+
+	cfg := testConfig(p.addr)
+	cfg.PubSub.Patterns = []string{channel}
+	rt := startTapTo(t, cfg, nil, func(rt *redisTap) { rt.pingAfter, rt.pongWait = 100*time.Millisecond, 100*time.Millisecond })
+
+	seen := func() int {
+		n := 0
+		for _, s := range spansOf(rt.traces) {
+			if strings.HasPrefix(s.messageID, channel+"/") {
+				n++
+			}
+		}
+		return n
+	}
+	require.NoError(t, client.Publish(ctx, channel, "synthetic").Err())
+	require.Eventually(t, func() bool { return seen() == 1 }, defaultWait, pollEvery)
+
+	p.freeze()
+	require.Eventually(t, func() bool { return gaps(rt) == 1 }, defaultWait, pollEvery, "the tap reconnects")
+	require.NoError(t, client.Publish(ctx, channel, "synthetic").Err())
+	require.Eventually(t, func() bool { return seen() == 2 }, defaultWait, pollEvery)
+}
+
+// gaps is the tap's flowtrace.tap.gaps counter.
+func gaps(rt *runningTap) int64 {
+	m, err := rt.tel.GetMetric("flowtrace.tap.gaps")
+	if err != nil {
+		return 0
+	}
+	points := m.Data.(metricdata.Sum[int64]).DataPoints
+	if len(points) != 1 {
+		return 0
+	}
+	return points[0].Value
 }

@@ -40,6 +40,9 @@ type redisTap struct {
 	// pubsubRun names this run of the tap in pub/sub message ids.
 	pubsubRun string
 	pubsubSeq uint64
+	// pingAfter and pongWait watch the pub/sub connection: pubsubPingAfter
+	// and pubsubPongWait outside tests.
+	pingAfter, pongWait time.Duration
 
 	// now is the clock; time.Now outside tests.
 	now func() time.Time
@@ -71,6 +74,8 @@ func newRedisTap(cfg *Config, set receiver.Settings) (*redisTap, error) {
 		streams:   newStreamsState(&cfg.Streams),
 		sidekiq:   newSidekiqState(&cfg.Sidekiq),
 		pubsubRun: strconv.FormatInt(now().UnixNano(), 36),
+		pingAfter: pubsubPingAfter,
+		pongWait:  pubsubPongWait,
 		now:       now,
 	}, nil
 }
