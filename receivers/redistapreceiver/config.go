@@ -20,10 +20,13 @@ type Config struct {
 	Username string `mapstructure:"username"`
 	// Password for AUTH. Default empty.
 	Password configopaque.String `mapstructure:"password"`
-	// DB is the database number. Default 0.
+	// DB is the database number: 0 or more, below the server's
+	// "databases" setting (16 unless configured; Redis Cluster has only 0).
+	// Default 0.
 	DB int `mapstructure:"db"`
 	// PollInterval is how often consumer groups, Sidekiq's queues and the
-	// backlog are polled; it is also the longest an XREAD blocks. Default 1s.
+	// backlog are polled; it is also the longest an XREAD blocks. At least
+	// 100ms. Default 1s.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
 	// Streams configures the streams tapped.
 	Streams StreamsConfig `mapstructure:"streams"`
@@ -104,6 +107,10 @@ type SidekiqConfig struct {
 	MaxTrackedJobs int `mapstructure:"max_tracked_jobs"`
 }
 
+// minPollInterval bounds how often the tap polls, so its cost on the
+// server stays small.
+const minPollInterval = 100 * time.Millisecond
+
 func createDefaultConfig() *Config {
 	return &Config{
 		Endpoint:     "127.0.0.1:6379",
@@ -138,8 +145,8 @@ func (c *Config) Validate() error {
 	if c.DB < 0 {
 		errs = append(errs, fmt.Errorf("db: must not be negative, got %d", c.DB))
 	}
-	if c.PollInterval <= 0 {
-		errs = append(errs, fmt.Errorf("poll_interval: must be positive, got %s", c.PollInterval))
+	if c.PollInterval < minPollInterval {
+		errs = append(errs, fmt.Errorf("poll_interval: must be at least %s, got %s", minPollInterval, c.PollInterval))
 	}
 	if len(c.Streams.Names) == 0 && len(c.PubSub.Patterns) == 0 && !c.Sidekiq.Enabled {
 		errs = append(errs, errors.New("nothing to tap: set streams::names, pubsub::patterns or sidekiq::enabled"))
@@ -202,10 +209,15 @@ func (s *StreamsConfig) deadLetterStream(stream string) string {
 
 func (p *PubSubConfig) validate() error {
 	var errs []error
+	seen := map[string]bool{}
 	for i, pattern := range p.Patterns {
-		if pattern == "" {
+		switch {
+		case pattern == "":
 			errs = append(errs, fmt.Errorf("pubsub::patterns[%d]: must not be empty", i))
+		case seen[pattern]:
+			errs = append(errs, fmt.Errorf("pubsub::patterns[%d]: %q is listed twice", i, pattern))
 		}
+		seen[pattern] = true
 	}
 	return errors.Join(errs...)
 }
@@ -215,10 +227,15 @@ func (s *SidekiqConfig) validate() error {
 		return nil
 	}
 	var errs []error
+	seen := map[string]bool{}
 	for i, q := range s.Queues {
-		if q == "" {
+		switch {
+		case q == "":
 			errs = append(errs, fmt.Errorf("sidekiq::queues[%d]: must not be empty", i))
+		case seen[q]:
+			errs = append(errs, fmt.Errorf("sidekiq::queues[%d]: %q is listed twice", i, q))
 		}
+		seen[q] = true
 	}
 	if s.ScanLimit <= 0 {
 		errs = append(errs, fmt.Errorf("sidekiq::scan_limit: must be positive, got %d", s.ScanLimit))

@@ -72,7 +72,7 @@ func TestInvalidConfigs(t *testing.T) {
 		"bad_numbers": {
 			`endpoint: want host:port, got "localhost"`,
 			"db: must not be negative",
-			"poll_interval: must be positive",
+			"poll_interval: must be at least 100ms, got 99ms",
 			`streams::names[1]: "orders" is listed twice`,
 			"streams::names[2]: must not be empty",
 			`streams::key_fields: field "order_id" needs a key kind`,
@@ -80,6 +80,7 @@ func TestInvalidConfigs(t *testing.T) {
 			"streams::pending_scan: must be positive",
 			"streams::max_tracked_entries: must be positive",
 			"sidekiq::queues[0]: must not be empty",
+			`sidekiq::queues[2]: "mailers" is listed twice`,
 			"sidekiq::scan_limit: must be positive",
 			"sidekiq::settle_after: must be positive",
 			"sidekiq::max_tracked_jobs: must be positive",
@@ -90,7 +91,7 @@ func TestInvalidConfigs(t *testing.T) {
 			"streams::dead_letter::original_id_field: must be set with a pattern",
 		},
 		"bad_pattern": {`streams::dead_letter::pattern: "{stream}-{stream}" needs {stream} exactly once`},
-		"bad_pubsub":  {"pubsub::patterns[0]: must not be empty"},
+		"bad_pubsub":  {"pubsub::patterns[0]: must not be empty", `pubsub::patterns[2]: "events.*" is listed twice`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := confmap.Validate(loadConfig(t, name))

@@ -51,7 +51,7 @@ func newTestClient(t testing.TB, addr string) *redis.Client {
 func testConfig(addr string) *Config {
 	cfg := createDefaultConfig()
 	cfg.Endpoint = addr
-	cfg.PollInterval = 50 * time.Millisecond
+	cfg.PollInterval = minPollInterval
 	cfg.Reconnect = tap.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond}
 	return cfg
 }
