@@ -37,6 +37,8 @@ func (s *session) pollStream(ctx context.Context, b *tap.Backlog, st *streamStat
 		s.t.logger.Debug("stream state unavailable", zap.String("stream", st.name), zap.Error(err))
 		return
 	}
+	// Read before the floors: what was handled by then is in.
+	settled := a.endsHandled()
 	now := time.Now()
 	elapsed := now.Sub(st.lastPoll).Seconds()
 	rates := !st.lastPoll.IsZero() && elapsed > 0
@@ -47,6 +49,8 @@ func (s *session) pollStream(ctx context.Context, b *tap.Backlog, st *streamStat
 	}
 
 	consumed := map[string]uint64{}
+	present := map[string]bool{}
+	var inferred []inferredFor
 	oldestKept := info.State.LastSeq
 	consumers := a.stream.ListConsumers(rctx)
 	for ci := range consumers.Info() {
@@ -73,6 +77,13 @@ func (s *session) pollStream(ctx context.Context, b *tap.Backlog, st *streamStat
 		} else if at, ok := st.stamps.storedAt(oldest); ok {
 			b.Float(model.MetricBacklogLagSeconds, now, g, now.Sub(at).Seconds())
 		}
+		present[ci.Name] = true
+		filters := ci.Config.FilterSubjects
+		if ci.Config.FilterSubject != "" {
+			filters = append(filters, ci.Config.FilterSubject)
+		}
+		acks := st.settle.poll(ci.Name, filters, ci.AckFloor.Stream, ci.AckFloor.Last, now, settled)
+		inferred = append(inferred, inferredFor{consumer: ci.Name, acks: acks})
 		consumed[ci.Name] = ci.Delivered.Consumer
 		if prev, ok := st.lastConsumed[ci.Name]; ok && rates && ci.Delivered.Consumer >= prev {
 			b.Float(model.MetricBacklogDeliverRate, now, g, float64(ci.Delivered.Consumer-prev)/elapsed)
@@ -80,7 +91,38 @@ func (s *session) pollStream(ctx context.Context, b *tap.Backlog, st *streamStat
 	}
 	if err := consumers.Err(); err != nil && !errors.Is(err, jetstream.ErrEndOfData) {
 		s.t.logger.Debug("consumer list incomplete", zap.String("stream", st.name), zap.Error(err))
+	} else {
+		st.settle.forget(present)
+	}
+	for _, f := range inferred {
+		for _, a := range f.acks {
+			s.t.inferAck(ctx, st, f.consumer, a)
+		}
 	}
 	st.stamps.forget(oldestKept)
 	st.lastPoll, st.lastSeq, st.lastConsumed = now, info.State.LastSeq, consumed
+}
+
+// inferredFor is the acks inferred for one consumer at a poll.
+type inferredFor struct {
+	consumer string
+	acks     []inferredAck
+}
+
+// inferAck emits an ack the tap did not see but the consumer's ack floor
+// tells of.
+func (t *natsTap) inferAck(ctx context.Context, st *streamState, consumer string, a inferredAck) {
+	id := messageID(st.name, a.seq)
+	t.observe(ctx, &tap.Observation{
+		Kind:          tap.Settle,
+		Time:          a.at,
+		System:        system,
+		Destination:   st.name,
+		MessageID:     id,
+		ConsumerGroup: consumer,
+		Attempt:       a.attempt,
+		Outcome:       tap.Ack,
+		Inferred:      true,
+		TraceParent:   t.links.get(id),
+	})
 }

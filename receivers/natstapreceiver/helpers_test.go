@@ -50,16 +50,16 @@ type running struct {
 
 // startTap starts a tap with both pipelines and waits for its first
 // connection.
-func startTap(t *testing.T, cfg *Config) *running {
+func startTap(t *testing.T, cfg *Config, prepare ...func(*natsTap)) *running {
 	t.Helper()
 	sink := new(consumertest.TracesSink)
-	r := startTapWith(t, cfg, sink)
+	r := startTapWith(t, cfg, sink, prepare...)
 	r.traces = sink
 	return r
 }
 
 // startTapWith starts a tap whose spans go to next.
-func startTapWith(t *testing.T, cfg *Config, next consumer.Traces) *running {
+func startTapWith(t *testing.T, cfg *Config, next consumer.Traces, prepare ...func(*natsTap)) *running {
 	t.Helper()
 	require.NoError(t, cfg.Validate())
 	r := &running{
@@ -76,6 +76,9 @@ func startTapWith(t *testing.T, cfg *Config, next consumer.Traces) *running {
 	mr, err := f.CreateMetrics(context.Background(), set, cfg, r.metrics)
 	require.NoError(t, err)
 	r.tap = tr.(*tap.Handle[*natsTap]).Tap
+	for _, p := range prepare {
+		p(r.tap)
+	}
 	r.tap.onConnected = func() {
 		select {
 		case r.connCh <- struct{}{}:
@@ -159,6 +162,10 @@ func spanMatches(s ptrace.Span, want map[string]any) bool {
 			}
 		case int:
 			if got.Type() != pcommon.ValueTypeInt || got.Int() != int64(v) {
+				return false
+			}
+		case bool:
+			if got.Type() != pcommon.ValueTypeBool || got.Bool() != v {
 				return false
 			}
 		}

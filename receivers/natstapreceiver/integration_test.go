@@ -64,7 +64,16 @@ func TestJetStreamFlows(t *testing.T) {
 			r.count(map[string]any{tap.AttrConsumerGroup: "audit", tap.AttrOutcome: tap.Ack}) == len(plan) &&
 			r.count(map[string]any{tap.AttrOperationType: "send"}) == len(plan)
 	})
+	// The tap has the ack floors the server has now (past the terminated
+	// and dead-lettered messages or not, depending on the server's
+	// version); it saw each message settled, so it infers nothing.
+	for _, c := range []jetstream.Consumer{workers, audit} {
+		info, err := c.Info(ctx)
+		require.NoError(t, err)
+		eventually(t, "the tap at the floor of "+info.Name, func() bool { return trackerAt(r.tap.streams[0], info.Name, info.AckFloor.Stream) })
+	}
 	r.flush(t)
+	assert.Zero(t, r.count(map[string]any{tap.AttrInferred: true}), "no inferred settlement")
 
 	res := taptest.Correlate(t, correlator.Config{}, r.traces.AllTraces()...)
 	require.Len(t, res.Flows, len(plan), "one flow per message")
@@ -147,6 +156,15 @@ func TestJetStreamFlows(t *testing.T) {
 	require.Contains(t, points, idle+model.MetricBacklogLagSeconds, "the oldest message's store time is known")
 	assert.GreaterOrEqual(t, points[idle+model.MetricBacklogLagSeconds], 0.0)
 	assert.Equal(t, float64(len(plan)), points[name+"//"+model.MetricBacklogDepth], "stream depth")
+}
+
+// trackerAt reports whether the tap has consumer's ack floor at floor with
+// no ack due to be inferred.
+func trackerAt(st *streamState, consumer string, floor uint64) bool {
+	st.settle.mu.Lock()
+	defer st.settle.mu.Unlock()
+	c := st.settle.consumers[consumer]
+	return c != nil && c.floor == floor && len(c.due) == 0
 }
 
 // processing is how long the workers work on the message they ack at once.

@@ -45,10 +45,14 @@ type natsTap struct {
 	// runID and coreSeq name core messages without a Nats-Msg-Id.
 	runID   string
 	coreSeq atomic.Uint64
+	// attaches numbers the stream readers the tap made.
+	attaches atomic.Uint64
 
 	// dial opens the network connection to a server; tests replace it to
 	// cut connections.
 	dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// connectTimeout bounds connecting, the handshake included.
+	connectTimeout time.Duration
 	// onConnected, when set, is called each time a connection is working:
 	// tests wait on it.
 	onConnected func()
@@ -81,6 +85,8 @@ func newTap(cfg *Config, set receiver.Settings) (*natsTap, error) {
 		links:   newLinkCache(linkCacheSize),
 		runID:   nuid.Next(),
 		dial:    (&net.Dialer{}).DialContext,
+
+		connectTimeout: connectTimeout,
 	}
 	for _, s := range cfg.Streams {
 		t.streams = append(t.streams, newStreamState(s.Name, s.FilterSubject))

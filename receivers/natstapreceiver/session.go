@@ -56,6 +56,20 @@ type attachment struct {
 	stream  jetstream.Stream
 	subs    []*nats.Subscription
 	consume jetstream.ConsumeContext
+	// endSubs are the subscriptions to the advisories of messages that end
+	// without an ack (terminated, dead lettered).
+	endSubs []*nats.Subscription
+}
+
+// endsHandled reports whether no advisory of a message that ended without
+// an ack is waiting to be handled.
+func (a *attachment) endsHandled() bool {
+	for _, sub := range a.endSubs {
+		if n, _, err := sub.Pending(); err != nil || n > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // session runs one connection for tap.Run: connect, tap every stream and
@@ -69,11 +83,11 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 	opts := []nats.Option{
 		nats.Name("flowtrace-nats-tap"),
 		nats.NoReconnect(),
-		nats.Timeout(connectTimeout),
+		nats.Timeout(t.connectTimeout),
 		// Connecting ends with the tap: the dialer resolves and connects
 		// under ctx, and a connection still in its handshake is closed
 		// when ctx ends.
-		nats.SetCustomDialer(&ctxDialer{ctx: ctx, dial: t.dial}),
+		nats.SetCustomDialer(&ctxDialer{ctx: ctx, dial: t.dial, timeout: t.connectTimeout}),
 		nats.SkipHostLookup(),
 		// A server that stops answering is given up after about a minute.
 		nats.PingInterval(20 * time.Second),
@@ -118,7 +132,7 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 		}
 	}
 	s.attachAll(ctx)
-	fctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	fctx, cancel := context.WithTimeout(ctx, t.connectTimeout)
 	err = nc.FlushWithContext(fctx)
 	cancel()
 	if err != nil {
@@ -155,12 +169,13 @@ func (t *natsTap) session(ctx context.Context, connected tap.Connected) error {
 // with it, and so does the connection, so nothing in the client waits on
 // a server after the tap stopped.
 type ctxDialer struct {
-	ctx  context.Context
-	dial func(ctx context.Context, network, address string) (net.Conn, error)
+	ctx     context.Context
+	dial    func(ctx context.Context, network, address string) (net.Conn, error)
+	timeout time.Duration
 }
 
 func (d *ctxDialer) Dial(network, address string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, connectTimeout)
+	ctx, cancel := context.WithTimeout(d.ctx, d.timeout)
 	defer cancel()
 	c, err := d.dial(ctx, network, address)
 	if err != nil {
@@ -243,7 +258,10 @@ func (s *session) attach(ctx context.Context, st *streamState) (*attachment, err
 			DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 			OptStartSeq:   st.next.Load(),
 			HeadersOnly:   true,
-			NamePrefix:    "flowtrace_tap_" + t.runID,
+			// A name of its own per attach: the reader of a lost
+			// connection stays on the server until it expires, and a
+			// reader of the same name cannot start elsewhere.
+			NamePrefix: "flowtrace_tap_" + t.runID + "_" + strconv.FormatUint(t.attaches.Add(1), 10),
 			// Gone soon after the tap is: on an interest stream it holds
 			// messages back only that long.
 			InactiveThreshold: time.Minute,
@@ -277,17 +295,21 @@ func (s *session) attach(ctx context.Context, st *streamState) (*attachment, err
 	for _, sub := range []struct {
 		subject string
 		handler nats.MsgHandler
+		ends    bool // tells of messages settled for good
 	}{
-		{"$JS.ACK." + st.name + ".>", onAckV1},
-		{"$JS.ACK.*.*." + st.name + ".>", onAckV2},
-		{"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + st.name + ".*", onAdvisory},
-		{"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + st.name + ".*", onAdvisory},
-		{"$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED." + st.name + ".*", onAdvisory},
-		{"$JS.EVENT.METRIC.CONSUMER.ACK." + st.name + ".*", onAdvisory},
+		{"$JS.ACK." + st.name + ".>", onAckV1, false},
+		{"$JS.ACK.*.*." + st.name + ".>", onAckV2, false},
+		{"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + st.name + ".*", onAdvisory, true},
+		{"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + st.name + ".*", onAdvisory, true},
+		{"$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED." + st.name + ".*", onAdvisory, false},
+		{"$JS.EVENT.METRIC.CONSUMER.ACK." + st.name + ".*", onAdvisory, false},
 	} {
 		if err := subscribe(sub.subject, sub.handler); err != nil {
 			a.detach()
 			return nil, err
+		}
+		if sub.ends {
+			a.endSubs = append(a.endSubs, a.subs[len(a.subs)-1])
 		}
 	}
 	return a, nil
@@ -336,6 +358,7 @@ func (t *natsTap) onStored(ctx context.Context, st *streamState, m jetstream.Msg
 		t.links.put(id, o.TraceParent)
 	}
 	st.stamps.record(seq, md.Timestamp)
+	st.settle.readStored(seq, m.Subject(), md.Timestamp)
 	t.observe(ctx, &o)
 	st.advance(seq)
 }
@@ -371,6 +394,8 @@ func (t *natsTap) onAck(ctx context.Context, st *streamState, v2 bool, m *nats.M
 		TraceParent:   t.links.get(id),
 	}
 	t.observe(ctx, &o)
+	// A terminate is settled for good here already: the floor passes it.
+	st.settle.saw(ref.Consumer, ref.StreamSeq, o.Attempt, kind == ackAck || kind == ackTerm)
 	switch kind {
 	case ackAck:
 		o.Kind, o.Outcome = tap.Settle, tap.Ack
@@ -414,6 +439,7 @@ func (t *natsTap) onAdvisory(ctx context.Context, st *streamState, m *nats.Msg) 
 		o.Kind = tap.Deliver
 		o.Time = adv.Timestamp.Add(-time.Duration(adv.AckTime))
 	}
+	st.settle.saw(adv.Consumer, adv.StreamSeq, o.Attempt, adv.Type == advMaxDeliver || adv.Type == advTerminated)
 	t.observe(ctx, &o)
 }
 

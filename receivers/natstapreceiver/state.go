@@ -26,6 +26,10 @@ type streamState struct {
 	// seconds; written by the publish handler, read by the poller.
 	stamps stampIndex
 
+	// settle infers the acks the tap did not see from the consumers' ack
+	// floors.
+	settle *settleTracker
+
 	// Owned by the poller of the current connection: the previous poll, for
 	// rates.
 	lastPoll     time.Time
@@ -34,7 +38,7 @@ type streamState struct {
 }
 
 func newStreamState(name, filter string) *streamState {
-	return &streamState{name: name, filter: filter}
+	return &streamState{name: name, filter: filter, settle: newSettleTracker()}
 }
 
 // advance moves next past seq, never back.

@@ -3,6 +3,7 @@ package natstapreceiver
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -201,4 +203,78 @@ func TestMsgIDCleaned(t *testing.T) {
 		}
 	}
 	assert.Equal(t, int64(2), n, "each changed id counted")
+}
+
+// TestShutdownDuringHandshake stops a tap while a server that accepted its
+// connection never answers: Shutdown does not wait for the connect
+// timeout (an hour here).
+func TestShutdownDuringHandshake(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+
+	cfg := createDefaultConfig()
+	cfg.URL = "nats://" + l.Addr().String()
+	cfg.Subjects = []string{"x"}
+	set := receivertest.NewNopSettings(metadata.Type)
+	nt, err := newTap(cfg, set)
+	require.NoError(t, err)
+	nt.connectTimeout = time.Hour
+	require.NoError(t, nt.Start(context.Background(), nil))
+	var conn net.Conn
+	select {
+	case conn = <-accepted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the tap did not connect")
+	}
+	defer conn.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, nt.Shutdown(ctx), "the handshake ends with the tap")
+	// The tap closed its side.
+	_, err = conn.Read(make([]byte, 1))
+	assert.Error(t, err)
+}
+
+// TestShutdownWaitsForHandlers has a message handler still running when
+// the tap stops: its span is in the last batch, not lost after it.
+func TestShutdownWaitsForHandlers(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.URL = "nats://127.0.0.1:1" // nothing listens there
+	cfg.Subjects = []string{"x"}
+	sink := new(consumertest.TracesSink)
+	tr, err := NewFactory().CreateTraces(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	nt := tr.(*tap.Handle[*natsTap]).Tap
+	require.NoError(t, tr.Start(context.Background(), nil))
+
+	entered := make(chan struct{})
+	handled := make(chan struct{})
+	h := handle(nt, func(id string) {
+		close(entered)
+		// Still at work when Shutdown has closed the door.
+		eventually(t, "the tap stopping", func() bool {
+			nt.handlersMu.Lock()
+			defer nt.handlersMu.Unlock()
+			return nt.stopped
+		})
+		nt.observe(context.Background(), &tap.Observation{Kind: tap.Broadcast, Time: time.Now(), System: system, Destination: "x", MessageID: id})
+	})
+	go func() {
+		defer close(handled)
+		h("late")
+	}()
+	<-entered
+	require.NoError(t, tr.Shutdown(context.Background()))
+	<-handled
+	assert.Equal(t, 1, sink.SpanCount(), "the late handler's span was sent")
+	handle(nt, func(string) { t.Error("a handler ran after Shutdown") })("after")
 }
