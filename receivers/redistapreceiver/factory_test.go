@@ -40,4 +40,8 @@ func TestFactorySharesOneTap(t *testing.T) {
 	for _, r := range []component.Component{tr, mr, or} {
 		require.NoError(t, r.Shutdown(context.Background()))
 	}
+	// The tap's own Shutdown, past the handle's, is safe again.
+	tp := tr.(*tap.Handle[*redisTap]).Tap
+	require.NoError(t, tp.Shutdown(context.Background()))
+	require.NoError(t, tp.Shutdown(context.Background()))
 }
