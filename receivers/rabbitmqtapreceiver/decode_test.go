@@ -326,3 +326,15 @@ func TestTrackerCleansText(t *testing.T) {
 	assert.Equal(t, "id \uFFFD", obs[0].MessageID)
 	assert.Equal(t, []string{"text", "text", "text"}, reasons) // id, queue, routing key
 }
+
+// TestUnroutedPublishIsBroadcast: a publish routed to no queue is settled
+// by its publish, not left pending.
+func TestUnroutedPublishIsBroadcast(t *testing.T) {
+	tr := newTracker("own", false, 100, func(err error) { t.Error(err) })
+	f := publishFrame("events", "", "e1", nil)
+	f.routedQueues = []string{}
+	require.NoError(t, tr.frame("/", f, time.Unix(1795000000, 0)))
+	obs := tr.take()
+	require.Len(t, obs, 1)
+	assert.Equal(t, tap.Broadcast, obs[0].Kind)
+}

@@ -49,8 +49,8 @@ func next(t *testing.T, ds <-chan amqp.Delivery) amqp.Delivery {
 }
 
 // TestWorkload runs a workload with a retry (nack and requeue), a dead
-// letter (reject to a dead-letter exchange) and a message carrying a
-// traceparent, and checks the flows the correlator builds from the tap's
+// letter (reject to a dead-letter exchange), a message routed to no queue
+// and a message carrying a traceparent, and checks the flows the correlator builds from the tap's
 // spans alone, then with the application's producer span.
 func TestWorkload(t *testing.T) {
 	t.Parallel()
@@ -84,6 +84,13 @@ func TestWorkload(t *testing.T) {
 	// A message without a message id, rejected: the tap names it by a
 	// fingerprint that survives dead-lettering.
 	publish(p+"work", amqp.Publishing{Body: []byte(`{"poison":true}`), Headers: amqp.Table{"kind": "poison"}})
+	// An event nobody listens to: routed to no queue.
+	require.NoError(t, ch.ExchangeDeclare(p+"events", "fanout", false, false, false, false, nil))
+	t.Cleanup(func() {
+		_, ch := dial(t)
+		_ = ch.ExchangeDelete(p+"events", false, false)
+	})
+	require.NoError(t, ch.PublishWithContext(context.Background(), p+"events", "", false, false, amqp.Publishing{MessageId: p + "event-1", Body: []byte(`{}`)}))
 	// Order 19 comes from an instrumented application.
 	traceID := pcommon.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
 	spanID := pcommon.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}
@@ -117,6 +124,7 @@ func TestWorkload(t *testing.T) {
 	}
 
 	want := []string{
+		"completed retries=0 dead_letters=0 hops=1 [rabbitmq/@:acked:0]", // the event routed nowhere
 		"completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]",
 		"completed retries=0 dead_letters=0 hops=2 [rabbitmq/@audit:acked:1 rabbitmq/@work:acked:1]",
 		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",

@@ -205,6 +205,11 @@ func (t *tracker) frame(vhost string, f *frame, now time.Time) error {
 	case framePublish:
 		o := id.obs
 		o.Kind = tap.Publish
+		if f.routedQueues != nil && len(f.routedQueues) == 0 {
+			// Routed to no queue: the broker dropped it, as pub/sub does
+			// with nobody subscribed. Nothing will receive it.
+			o.Kind = tap.Broadcast
+		}
 		o.Time = now
 		o.Destination = t.text(f.msg.exchange)
 		if o.Destination == "" && len(f.msg.routingKeys) > 0 {
