@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,17 +232,24 @@ func FuzzDecodeEntry(f *testing.F) {
 		if e.id.String() != id {
 			t.Fatalf("id %q read as %q", id, e.id)
 		}
+		for _, k := range e.keys {
+			checkText(t, k.Value)
+		}
 		if e.traceParent != "" {
 			if _, _, ok := tap.ParseTraceParent(e.traceParent); !ok {
 				t.Fatalf("kept a malformed traceparent %q", e.traceParent)
 			}
 		}
-		if _, err := decodeDeadLetter(&cfg.DeadLetter, e.id, values); err != nil {
+		dl, err := decodeDeadLetter(&cfg.DeadLetter, e.id, values)
+		if err != nil {
 			var de *decodeError
 			if !errors.As(err, &de) {
 				t.Fatalf("error without a reason: %v", err)
 			}
+			return
 		}
+		checkText(t, dl.reason)
+		checkText(t, dl.group)
 	})
 }
 
@@ -264,6 +272,9 @@ func FuzzDecodeJob(f *testing.F) {
 				if _, _, ok := tap.ParseTraceParent(j.TraceParent); !ok {
 					t.Fatalf("kept a malformed traceparent %q", j.TraceParent)
 				}
+			}
+			for _, text := range []string{j.JID, j.Queue, j.Class, j.Wrapped, j.ErrorClass} {
+				checkText(t, text)
 			}
 			_, _ = j.enqueuedTime()
 			_, _ = j.failedTime()
@@ -289,4 +300,40 @@ func TestLagFallback(t *testing.T) {
 	assert.Equal(t, int64(0), lag)
 	_, ok = st.lag(redis.XInfoGroup{Lag: -1}, entryID{0, 5})
 	assert.False(t, ok, "the tap did not read back that far")
+}
+
+// checkText fails unless s is fit for a span attribute.
+func checkText(t *testing.T, s string) {
+	t.Helper()
+	if clean, ok := tap.CleanText(s, tap.MaxText); !ok || clean != s {
+		t.Fatalf("text not cleaned: %q", s)
+	}
+}
+
+// Broker text is cleaned, and the entry or job says so.
+func TestDecodeCleansText(t *testing.T) {
+	cfg := &createDefaultConfig().Streams
+	cfg.KeyFields = map[string]string{"order_id": "order_id"}
+	e, _, err := decodeEntry(cfg, "1-1", map[string]any{"order_id": "o-1"})
+	require.NoError(t, err)
+	assert.False(t, e.cleaned)
+	e, _, err = decodeEntry(cfg, "1-1", map[string]any{"order_id": "o-\xff\n1"})
+	require.NoError(t, err)
+	assert.True(t, e.cleaned)
+	assert.Equal(t, "o-\uFFFD 1", e.keys[0].Value)
+
+	long := strings.Repeat("x", 300)
+	dl, err := decodeDeadLetter(&cfg.DeadLetter, entryID{1, 0}, map[string]any{"original_id": "1-0", "reason": long, "group": "g\x00"})
+	require.NoError(t, err)
+	assert.True(t, dl.cleaned)
+	assert.Len(t, dl.reason, tap.MaxText)
+	assert.Equal(t, "g ", dl.group)
+
+	j, err := decodeJob([]byte(`{"jid":"x1","queue":"q","class":"C","error_class":"E\u0007rr"}`))
+	require.NoError(t, err)
+	assert.True(t, j.cleaned)
+	assert.Equal(t, "E rr", j.ErrorClass)
+	j, err = decodeJob([]byte(`{"jid":"x1","queue":"q","class":"C","error_class":"Err"}`))
+	require.NoError(t, err)
+	assert.False(t, j.cleaned)
 }
