@@ -142,3 +142,43 @@ func TestSidekiqDeathsBeyondScanLimit(t *testing.T) {
 		assert.True(t, slices.ContainsFunc(spansOf(rt.traces), hasSpan("dead_letter", jid)), jid)
 	}
 }
+
+// A sweep reads every member once, page by page, ties across pages
+// included, and completes on the short page.
+func TestSweepPages(t *testing.T) {
+	addr := redisAddr(t)
+	ctx := context.Background()
+	client := newTestClient(t, addr)
+	key := uniqueName("sweep")
+	t.Cleanup(func() { client.Del(ctx, key) })
+	scores := []float64{1, 1, 1, 1, 1, 2, 2, 3, 4.5, 4.5, 1e9 + 0.123456}
+	var want []string
+	for i, score := range scores {
+		m := "m" + strconv.Itoa(i)
+		want = append(want, m)
+		require.NoError(t, client.ZAdd(ctx, key, redis.Z{Score: score, Member: m}).Err())
+	}
+
+	s := sweep{key: key, from: func(time.Time) string { return "-inf" }}
+	for round := range 2 {
+		start := time.Unix(int64(round+1), 0)
+		var got []string
+		for poll := 0; ; poll++ {
+			require.Less(t, poll, 10, "the sweep ends")
+			pipe := client.Pipeline()
+			cmd := s.read(ctx, pipe, start.Add(time.Duration(poll)), 3)
+			_, err := pipe.Exec(ctx)
+			require.NoError(t, err)
+			page := cmd.Val()
+			for _, z := range page {
+				got = append(got, z.Member.(string))
+			}
+			s.advance(page, 3)
+			if !s.active {
+				break
+			}
+		}
+		assert.Equal(t, want, got)
+		assert.Equal(t, start, s.completed, "the sweep that completed began then")
+	}
+}
