@@ -162,7 +162,7 @@ func TestTapCPU(t *testing.T) {
 		_ = mr.Shutdown(ctx)
 		_ = tel.Shutdown(ctx)
 	})
-	time.Sleep(time.Second) // connected and resumed
+	(&runningTap{tel: tel}).waitConnected(t) // connected and resumed
 
 	tapBefore, redisBefore := cpuTicks(t, "self"), cpuTicks(t, strconv.Itoa(server.cmd.Process.Pid))
 	start := time.Now()
