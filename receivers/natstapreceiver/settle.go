@@ -42,24 +42,67 @@ type consumerTrack struct {
 	// its time.
 	floor  uint64
 	polled time.Time
-	// low is the floor before the last move: marks above it still matter,
-	// for the messages due.
+	// low is the floor before the last move: what was seen above it still
+	// matters, for the messages due.
 	low uint64
-	// marks are the messages above low seen on the consumer side.
-	marks map[uint64]mark
+	// settled has a bit for each message above low seen settled for good
+	// (acked, terminated, dead lettered); attempts has the delivery attempt
+	// of messages above low seen delivered more than once.
+	settled  seqSet
+	attempts map[uint64]int
 	// blind: a settlement up to this sequence may have been seen and not
-	// kept (too many marks); nothing is inferred up to it.
+	// kept (too far above the floor); nothing is inferred up to it.
 	blind uint64
 	// due went below the floor at a poll without a settlement seen.
 	due []inferredAck
 }
 
-// mark is what the tap saw of one message on the consumer side: the
-// highest delivery attempt, and whether it was settled for good (acked,
-// terminated, dead lettered).
-type mark struct {
-	attempt int
-	final   bool
+// seqSet is a set of sequences from base on, as bits.
+type seqSet struct {
+	base  uint64 // a multiple of 64
+	words []uint64
+}
+
+// maxSetBits bounds how far above base a seqSet reaches: 128 KiB.
+const maxSetBits = 1 << 20
+
+// add puts seq in the set; false when it is too far above base.
+func (b *seqSet) add(seq uint64) bool {
+	if seq < b.base {
+		return true
+	}
+	i := seq - b.base
+	if i >= maxSetBits {
+		return false
+	}
+	for uint64(len(b.words)) <= i/64 {
+		b.words = append(b.words, 0)
+	}
+	b.words[i/64] |= 1 << (i % 64)
+	return true
+}
+
+func (b *seqSet) has(seq uint64) bool {
+	if seq < b.base {
+		return false
+	}
+	i := seq - b.base
+	return i/64 < uint64(len(b.words)) && b.words[i/64]&(1<<(i%64)) != 0
+}
+
+// dropBelow forgets the sequences below seq (some just below may stay).
+func (b *seqSet) dropBelow(seq uint64) {
+	base := seq &^ 63
+	if base <= b.base {
+		return
+	}
+	n := (base - b.base) / 64
+	if n >= uint64(len(b.words)) {
+		b.words = b.words[:0]
+	} else {
+		b.words = append(b.words[:0], b.words[n:]...)
+	}
+	b.base = base
 }
 
 // inferredAck is a settlement the tap infers.
@@ -72,8 +115,8 @@ type inferredAck struct {
 }
 
 const (
-	// maxTracked bounds the messages remembered per stream, and the marks
-	// per consumer.
+	// maxTracked bounds the messages remembered per stream, and the
+	// redelivered ones per consumer.
 	maxTracked = 1 << 16
 	// inferGrace is how long a message below the floor waits for a
 	// terminate or a dead letter before it is taken as acked.
@@ -108,16 +151,15 @@ func (x *settleTracker) saw(consumer string, seq uint64, attempt int, final bool
 		// then; below low nothing is due any more.
 		return
 	}
-	m, ok := c.marks[seq]
-	if !ok && len(c.marks) >= maxTracked {
-		if final {
+	if final {
+		if !c.settled.add(seq) {
 			c.blind = max(c.blind, seq)
 		}
 		return
 	}
-	m.attempt = max(m.attempt, attempt)
-	m.final = m.final || final
-	c.marks[seq] = m
+	if attempt > 1 && attempt > c.attempts[seq] && (len(c.attempts) < maxTracked || c.attempts[seq] > 0) {
+		c.attempts[seq] = attempt
+	}
 }
 
 // poll takes in a consumer's ack floor read at now (lastAck: when it last
@@ -133,19 +175,21 @@ func (x *settleTracker) poll(consumer string, filters []string, floor uint64, la
 		// First seen, or its floor went back (a new consumer of the same
 		// name): what is below its floor now was settled before the tap
 		// knew of it.
-		x.consumers[consumer] = &consumerTrack{floor: floor, low: floor, polled: now, marks: map[uint64]mark{}}
+		c = &consumerTrack{floor: floor, low: floor, polled: now, attempts: map[uint64]int{}}
+		c.settled.dropBelow(floor + 1)
+		x.consumers[consumer] = c
 		return nil
 	}
 	var out []inferredAck
 	if settled {
 		keep := c.due[:0]
 		for _, d := range c.due {
-			switch m := c.marks[d.seq]; {
-			case m.final:
+			switch {
+			case c.settled.has(d.seq):
 			case now.Sub(d.dueAt) < inferGrace:
 				keep = append(keep, d)
 			default:
-				d.attempt = max(m.attempt, 1)
+				d.attempt = max(c.attempts[d.seq], 1)
 				out = append(out, d)
 			}
 		}
@@ -159,7 +203,7 @@ func (x *settleTracker) poll(consumer string, filters []string, floor uint64, la
 		i := sort.Search(len(x.read), func(i int) bool { return x.read[i].seq > c.floor })
 		for ; i < len(x.read) && x.read[i].seq <= floor; i++ {
 			r := x.read[i]
-			if r.seq <= c.blind || c.marks[r.seq].final || !matchesAny(filters, r.subject) {
+			if r.seq <= c.blind || c.settled.has(r.seq) || !matchesAny(filters, r.subject) {
 				continue
 			}
 			at := interpolate(c.polled, end, c.floor, floor, r.seq)
@@ -170,14 +214,15 @@ func (x *settleTracker) poll(consumer string, filters []string, floor uint64, la
 		}
 		c.floor = floor
 	}
-	// Marks matter while their message may still be due.
+	// What was seen matters while its message may still be due.
 	c.low = c.floor
 	for _, d := range c.due {
 		c.low = min(c.low, d.seq-1)
 	}
-	for seq := range c.marks {
+	c.settled.dropBelow(c.low + 1)
+	for seq := range c.attempts {
 		if seq <= c.low {
-			delete(c.marks, seq)
+			delete(c.attempts, seq)
 		}
 	}
 	c.polled = now

@@ -94,16 +94,40 @@ func TestSettleTrackerBounded(t *testing.T) {
 		x.readStored(seq, "s", now)
 	}
 	assert.LessOrEqual(t, len(x.read), maxTracked)
-	x.poll("c", nil, 0, nil, now, true)
-	for seq := uint64(1); seq <= maxTracked+10; seq++ {
-		x.saw("c", seq, 1, seq == maxTracked+5)
+	first := x.read[0].seq
+
+	x.poll("c", nil, first, nil, now, true)
+	far := first + maxSetBits + 100
+	x.saw("c", far, 1, true) // too far above the floor to be kept
+	for seq := first + 1; seq <= maxTracked+10; seq++ {
+		x.saw("c", seq, 2, false)
 	}
-	assert.LessOrEqual(t, len(x.consumers["c"].marks), maxTracked)
+	c := x.consumers["c"]
+	assert.LessOrEqual(t, len(c.attempts), maxTracked)
+	assert.LessOrEqual(t, len(c.settled.words), maxSetBits/64)
+	assert.Equal(t, far, c.blind)
 	x.poll("c", nil, maxTracked+10, nil, now, true)
-	got := x.poll("c", nil, maxTracked+10, nil, now.Add(inferGrace), true)
-	for _, a := range got {
-		assert.Greater(t, a.seq, uint64(maxTracked+5), "nothing inferred where a settlement may not have been kept")
+	assert.Empty(t, x.poll("c", nil, maxTracked+10, nil, now.Add(inferGrace), true),
+		"nothing inferred where a settlement may not have been kept")
+}
+
+func TestSeqSet(t *testing.T) {
+	var b seqSet
+	b.dropBelow(100)
+	assert.Equal(t, uint64(64), b.base)
+	for _, seq := range []uint64{100, 101, 164, 300} {
+		require.True(t, b.add(seq))
 	}
+	assert.False(t, b.add(64+maxSetBits), "too far")
+	assert.True(t, b.has(100) && b.has(164) && b.has(300))
+	assert.False(t, b.has(102) || b.has(50) || b.has(10_000))
+	b.dropBelow(165)
+	assert.Equal(t, uint64(128), b.base)
+	assert.False(t, b.has(100), "dropped")
+	assert.True(t, b.has(164) && b.has(300), "kept")
+	b.dropBelow(1 << 30)
+	assert.Empty(t, b.words)
+	assert.False(t, b.has(300))
 }
 
 // cutter lets a test cut the tap's connections and hold its reconnection.
