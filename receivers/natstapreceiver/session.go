@@ -260,7 +260,8 @@ func (s *session) attach(ctx context.Context, st *streamState) (*attachment, err
 			HeadersOnly:   true,
 			// A name of its own per attach: the reader of a lost
 			// connection stays on the server until it expires, and a
-			// reader of the same name cannot start elsewhere.
+			// reader of the same name cannot start again at another
+			// sequence.
 			NamePrefix: "flowtrace_tap_" + t.runID + "_" + strconv.FormatUint(t.attaches.Add(1), 10),
 			// Gone soon after the tap is: on an interest stream it holds
 			// messages back only that long.
@@ -393,9 +394,9 @@ func (t *natsTap) onAck(ctx context.Context, st *streamState, v2 bool, m *nats.M
 		Attempt:       attempt(ref.Delivered),
 		TraceParent:   t.links.get(id),
 	}
-	t.observe(ctx, &o)
 	// A terminate is settled for good here already: the floor passes it.
 	st.settle.saw(ref.Consumer, ref.StreamSeq, o.Attempt, kind == ackAck || kind == ackTerm)
+	t.observe(ctx, &o)
 	switch kind {
 	case ackAck:
 		o.Kind, o.Outcome = tap.Settle, tap.Ack

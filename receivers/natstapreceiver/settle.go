@@ -127,7 +127,8 @@ func newSettleTracker() *settleTracker {
 	return &settleTracker{consumers: map[string]*consumerTrack{}}
 }
 
-// read records a stored message the tap read; sequences come in order.
+// readStored records a stored message the tap read; sequences come in
+// order.
 func (x *settleTracker) readStored(seq uint64, subject string, stored time.Time) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
