@@ -22,9 +22,13 @@ type Stats struct {
 	EventsIgnored uint64 // events with an unknown kind or no identity
 	FlowsReopened uint64 // finished flows that a late event reopened
 	FlowsReleased uint64 // finished flows forgotten after retain
-	// Evicted counts in-flight flows forced out, by the limit that did it.
+	// Evicted counts in-flight flows with unsettled hops forced out, by
+	// the limit that did it.
 	EvictedByHops  uint64
 	EvictedByFlows uint64
+	// FinishedEarly counts in-flight flows whose hops had all settled,
+	// finished before flow_idle to keep within the limits.
+	FinishedEarly uint64
 	// Migrations counts flows Sharded moved between workers when an event
 	// joined flows held by different ones.
 	Migrations    uint64
@@ -451,6 +455,24 @@ func (e *Engine) markStuck(f *flow) {
 	}
 }
 
+// allSettled reports whether every hop of the flow has settled.
+func allSettled(f *flow) bool {
+	for _, m := range f.messages {
+		if m.parent != nil {
+			continue
+		}
+		if len(m.hops) == 0 && !settled(pendingOutcome(m)) {
+			return false
+		}
+		for i := range m.hops {
+			if !settled(m.hops[i].outcome(m.flags)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func (e *Engine) clearStuck(f *flow) {
 	if f.flags&flowHasStuck == 0 {
 		return
@@ -503,7 +525,9 @@ func (e *Engine) sweep() {
 
 // enforceLimits keeps the engine within max_in_flight_hops and
 // max_in_flight_flows: finished flows go first, then the least recently
-// active in-flight ones, which are emitted as evicted.
+// active in-flight ones. Of those, a flow whose hops have all settled is
+// finished early, with the status it would have finished with; only one
+// still waiting on a hop is emitted as evicted.
 func (e *Engine) enforceLimits() {
 	for e.hops > e.cfg.MaxInFlightHops || e.flows > e.cfg.MaxInFlightFlows {
 		if f := e.lists[flowFinished].head; f != nil {
@@ -521,12 +545,16 @@ func (e *Engine) enforceLimits() {
 		if f == nil {
 			return
 		}
-		if e.hops > e.cfg.MaxInFlightHops {
+		switch {
+		case allSettled(f):
+			e.stats.FinishedEarly++
+		case e.hops > e.cfg.MaxInFlightHops:
 			e.stats.EvictedByHops++
-		} else {
+			f.flags |= flowEvicted
+		default:
 			e.stats.EvictedByFlows++
+			f.flags |= flowEvicted
 		}
-		f.flags |= flowEvicted
 		e.move(f, flowFinished)
 		e.emitFlow(f)
 		e.release(f)

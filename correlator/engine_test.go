@@ -229,6 +229,32 @@ func TestLimitsEvictTheLeastRecentlyActive(t *testing.T) {
 	assert.Equal(t, 15, evicted)
 }
 
+// TestLimitsFinishSettledFlowsEarly: under the limits, a flow whose hops
+// have all settled is finished with its own status; only flows still
+// waiting on a hop are evicted.
+func TestLimitsFinishSettledFlowsEarly(t *testing.T) {
+	e, err := New(Config{MaxInFlightFlows: 4})
+	require.NoError(t, err)
+	for i := range 8 {
+		id := fmt.Sprint(i)
+		e.Add(at(i), &model.Event{Time: at(i), Kind: model.EventPublish, System: "nats", MessageID: id, Service: "api"})
+		if i%2 == 0 { // even messages are taken at once
+			e.Add(at(i), &model.Event{Time: at(i), Kind: model.EventProcess, System: "nats", MessageID: id, Service: "worker"})
+		}
+		e.Advance(at(i))
+	}
+	stats := e.Stats()
+	assert.Equal(t, 4, stats.InFlightFlows)
+	assert.Equal(t, uint64(2), stats.FinishedEarly)
+	assert.Equal(t, uint64(2), stats.EvictedByFlows)
+	_, flows := latest(e.Flush())
+	statuses := map[model.FlowStatus]int{}
+	for _, f := range flows {
+		statuses[f.Status]++
+	}
+	assert.Equal(t, map[model.FlowStatus]int{model.FlowCompleted: 2, model.FlowEvicted: 2, model.FlowRunning: 4}, statuses)
+}
+
 func TestCheckpointRestoreNeitherLosesNorSplitsFlows(t *testing.T) {
 	events := chain()
 	want := shape(final(t, Config{}, events))

@@ -227,6 +227,7 @@ func (s *Sharded) Stats() Stats {
 		total.FlowsReleased += p.FlowsReleased
 		total.EvictedByHops += p.EvictedByHops
 		total.EvictedByFlows += p.EvictedByFlows
+		total.FinishedEarly += p.FinishedEarly
 		total.Migrations += p.Migrations
 		total.InFlightHops += p.InFlightHops
 		total.InFlightFlows += p.InFlightFlows

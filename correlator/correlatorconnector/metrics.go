@@ -205,6 +205,8 @@ func (a *aggregator) build(now time.Time, stats correlator.Stats) pmetric.Metric
 	evictions := newSum(metrics, "flowtrace.correlator.evictions", "{flow}", "In-flight flows forced out of memory, per limit.")
 	a.sumPoint(evictions, ts, stats.EvictedByHops).Attributes().PutStr("reason", "max_in_flight_hops")
 	a.sumPoint(evictions, ts, stats.EvictedByFlows).Attributes().PutStr("reason", "max_in_flight_flows")
+	early := newSum(metrics, "flowtrace.correlator.flows_finished_early", "{flow}", "Flows whose hops had all settled, finished before flow_idle to keep within the in-flight limits.")
+	a.sumPoint(early, ts, stats.FinishedEarly)
 	released := newSum(metrics, "flowtrace.correlator.flows_released", "{flow}", "Finished flows forgotten after retain.")
 	a.sumPoint(released, ts, stats.FlowsReleased)
 	reopened := newSum(metrics, "flowtrace.correlator.flows_reopened", "{flow}", "Finished flows reopened by a late event.")
