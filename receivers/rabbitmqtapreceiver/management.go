@@ -201,7 +201,7 @@ func (a *managementAPI) setTracing(ctx context.Context, vhost string, on bool) e
 
 // poll reads the management API every interval until ctx ends.
 func (t *rabbitTap) poll(ctx context.Context) {
-	p := &poller{tap: t, bound: map[string]bool{}, boundAt: map[string]time.Time{}}
+	p := &poller{tap: t, boundAt: map[string]time.Time{}}
 	ticker := time.NewTicker(t.cfg.Management.Interval)
 	defer ticker.Stop()
 	for {
@@ -217,9 +217,6 @@ func (t *rabbitTap) poll(ctx context.Context) {
 // poller is the state of the management poller, owned by its goroutine.
 type poller struct {
 	tap *rabbitTap
-	// bound are the dead-letter bindings made for the tap's queue, by
-	// vhost, exchange, routing key and arguments.
-	bound map[string]bool
 	// boundAt is when the newest binding to each dead-letter exchange was
 	// made, by vhost and exchange: dead letters before it were not seen.
 	boundAt map[string]time.Time
@@ -380,30 +377,47 @@ type cachedBindings struct {
 }
 
 // bindDeadLetters binds the tap's queue to the exchange with every binding
-// the exchange has.
+// the exchange has. The bindings the tap's queue holds are read again at
+// every poll: they vanish with the queue (deleted and declared again) or
+// with the exchange (a transient one declared again after a restart).
 func (p *poller) bindDeadLetters(ctx context.Context, vhost, dlx string) bool {
 	t := p.tap
 	bs, err := p.bindings(ctx, vhost, dlx)
 	if err != nil {
 		return false
 	}
+	mine := map[string]bool{}
+	for _, b := range bs {
+		if b.DestinationType == "queue" && b.Destination == t.cfg.Queue {
+			mine[bindingKey(b)] = true
+		}
+	}
 	for _, b := range bs {
 		if b.DestinationType == "queue" && b.Destination == t.cfg.Queue {
 			continue
 		}
-		args, _ := json.Marshal(b.Arguments)
-		key := vhost + "\x00" + dlx + "\x00" + b.RoutingKey + "\x00" + string(args)
-		if p.bound[key] {
+		key := bindingKey(b)
+		if mine[key] {
 			continue
 		}
 		if err := t.api.bind(ctx, vhost, dlx, t.cfg.Queue, b); err != nil {
 			t.logger.Debug("could not bind the tap's queue to a dead-letter exchange", zap.String("exchange", dlx), zap.Error(err))
 			return false
 		}
-		p.bound[key] = true
+		mine[key] = true
 		p.boundAt[vhost+"\x00"+dlx] = t.now()
 	}
 	return true
+}
+
+// bindingKey tells bindings of one exchange apart by routing key and
+// arguments.
+func bindingKey(b binding) string {
+	args := []byte("{}")
+	if len(b.Arguments) > 0 {
+		args, _ = json.Marshal(b.Arguments) // map keys sorted: stable
+	}
+	return b.RoutingKey + "\x00" + string(args)
 }
 
 // gauges adds a queue's backlog points.

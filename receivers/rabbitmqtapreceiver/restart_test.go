@@ -151,3 +151,48 @@ func TestQueueDeleted(t *testing.T) {
 		return consumers(conn, rt.cfg.Queue) == 1 && counter(t, rt.tel, "flowtrace.tap.gaps") == 1
 	})
 }
+
+// TestDeadLetterAfterQueueDeleted: the tap's queue loses its binding to a
+// dead-letter exchange when it is deleted; the poller binds it again, and
+// a message rejected afterwards is a dead letter, not an ack.
+func TestDeadLetterAfterQueueDeleted(t *testing.T) {
+	t.Parallel()
+	rt := startTap(t, "rebind", nil)
+	p := rt.prefix
+	_, ch := dial(t)
+	declareWorkload(t, ch, p)
+	boundToDLX := func() bool {
+		bs, err := rt.api.bindings(context.Background(), "/", p+"dlx")
+		if err != nil {
+			return false
+		}
+		for _, b := range bs {
+			if b.Destination == rt.cfg.Queue {
+				return true
+			}
+		}
+		return false
+	}
+	eventually(t, 30*time.Second, "the tap's queue is bound to the dead-letter exchange", boundToDLX)
+
+	require.NoError(t, rt.api.do(context.Background(), "DELETE", "/api/queues/%2F/"+rt.cfg.Queue, nil, nil))
+	conn, _ := dial(t)
+	eventually(t, 30*time.Second, "the tap declares its queue again", func() bool {
+		return consumers(conn, rt.cfg.Queue) == 1 && counter(t, rt.tel, "flowtrace.tap.gaps") == 1
+	})
+	eventually(t, 30*time.Second, "the tap's queue is bound to the dead-letter exchange again", boundToDLX)
+
+	require.NoError(t, ch.PublishWithContext(context.Background(), "", p+"work", false, false,
+		amqp.Publishing{MessageId: p + "poison-1", Body: []byte(`{"poison":1}`)}))
+	ds, err := ch.Consume(p+"work", "", false, false, false, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, next(t, ds).Reject(false))
+
+	want := []string{"dead_lettered retries=0 dead_letters=1 hops=1 [rabbitmq/@work:dead_lettered:1:rejected]"}
+	var got []string
+	waitFor(30*time.Second, func() bool {
+		got = flowSummary(t, p, spansOf(rt.traces, p))
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got)
+}
