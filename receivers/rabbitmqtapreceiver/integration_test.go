@@ -2,6 +2,7 @@ package rabbitmqtapreceiver
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -312,4 +313,114 @@ func TestDelayedRetry(t *testing.T) {
 		return assert.ObjectsAreEqual(want, got)
 	})
 	assert.Equal(t, want, got)
+}
+
+// backlogPolls lists, poll by poll, the depth and unacked gauges the tap
+// emitted for a queue.
+func backlogPolls(rt *runningTap, queue string) (depth, unacked []int64) {
+	for _, md := range rt.metrics.AllMetrics() {
+		d, u := int64(-1), int64(-1)
+		rms := md.ResourceMetrics()
+		for i := 0; i < rms.Len(); i++ {
+			sms := rms.At(i).ScopeMetrics()
+			for j := 0; j < sms.Len(); j++ {
+				ms := sms.At(j).Metrics()
+				for k := 0; k < ms.Len(); k++ {
+					points := ms.At(k).Gauge().DataPoints()
+					for l := 0; l < points.Len(); l++ {
+						if dest, _ := points.At(l).Attributes().Get("destination"); dest.Str() != queue {
+							continue
+						}
+						switch ms.At(k).Name() {
+						case model.MetricBacklogDepth:
+							d = points.At(l).IntValue()
+						case model.MetricBacklogUnacked:
+							u = points.At(l).IntValue()
+						}
+					}
+				}
+			}
+		}
+		if d >= 0 && u >= 0 {
+			depth, unacked = append(depth, d), append(unacked, u)
+		}
+	}
+	return depth, unacked
+}
+
+// TestConsumerDied: a consumer takes messages and dies without acking
+// them; the broker puts them back. A poll then finds no unacknowledged
+// message, but the messages are waiting again: not acked. Their
+// redelivery is a retry.
+func TestConsumerDied(t *testing.T) {
+	t.Parallel()
+	rt := startTap(t, "died", func(cfg *Config) { cfg.Management.StatsDelay = time.Millisecond })
+	p := rt.prefix
+	_, ch := dial(t)
+	queue := p + "work"
+	_, err := ch.QueueDeclare(queue, false, false, false, false, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, ch := dial(t)
+		_, _ = ch.QueueDelete(queue, false, false, false)
+	})
+	for i := range 2 {
+		require.NoError(t, ch.PublishWithContext(context.Background(), "", queue, false, false,
+			amqp.Publishing{MessageId: fmt.Sprintf("%sjob-%d", p, i), Body: []byte(`{"job":true}`)}))
+	}
+	conn, _ := dial(t)
+	dying, err := conn.Channel()
+	require.NoError(t, err)
+	ds, err := dying.Consume(queue, "", false, false, false, false, nil)
+	require.NoError(t, err)
+	next(t, ds)
+	next(t, ds)
+	// A poll sees them handed out, then, once the consumer is gone, a
+	// poll sees them waiting again and none handed out.
+	eventually(t, 30*time.Second, "a poll sees the messages handed out", func() bool {
+		_, unacked := backlogPolls(rt, queue)
+		return slices.Contains(unacked, 2)
+	})
+	require.NoError(t, dying.Close())
+	eventually(t, 30*time.Second, "a poll sees the messages waiting again", func() bool {
+		depth, unacked := backlogPolls(rt, queue)
+		i := slices.Index(unacked, 2)
+		for ; i >= 0 && i < len(depth); i++ {
+			if depth[i] == 2 && unacked[i] == 0 {
+				return true
+			}
+		}
+		return false
+	})
+
+	ds, err = ch.Consume(queue, "", false, false, false, false, nil)
+	require.NoError(t, err)
+	for range 2 {
+		d := next(t, ds)
+		require.True(t, d.Redelivered)
+		require.NoError(t, d.Ack(false))
+	}
+	want := []string{
+		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",
+		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",
+	}
+	var got []string
+	waitFor(30*time.Second, func() bool {
+		got = flowSummary(t, p, spansOf(rt.traces, p))
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got)
+	// The first attempts were given back, not acked.
+	settles := map[string][]string{}
+	for _, td := range spansOf(rt.traces, p) {
+		forEachSpan(td, func(s ptrace.Span) {
+			if v, ok := s.Attributes().Get(tap.AttrOutcome); ok {
+				id, _ := s.Attributes().Get(tap.AttrMessageID)
+				settles[id.Str()] = append(settles[id.Str()], v.Str())
+			}
+		})
+	}
+	for i := range 2 {
+		assert.Equal(t, []string{"nack", "ack"}, settles[fmt.Sprintf("%sjob-%d", p, i)])
+	}
 }

@@ -264,7 +264,10 @@ func (p *poller) once(ctx context.Context) {
 			// Bound first: a dead letter must reach the tap before the
 			// first drain that could settle its delivery.
 			dl := p.deadLettersSeen(ctx, vhost, q, seen)
-			if dl.seen && q.Unacked != nil && *q.Unacked == 0 && t.tracker.pendingQueues.has(vhost, q.Name) {
+			// Drained: nothing handed out and nothing waiting. A message
+			// waiting again was given back (its consumer died, say): its
+			// redelivery will say so, it was not acked.
+			if dl.seen && known0(q.Unacked) && known0(q.Ready) && t.tracker.pendingQueues.has(vhost, q.Name) {
 				drained = append(drained, q.Name)
 				if !dl.since.IsZero() {
 					since[q.Name] = dl.since
@@ -287,6 +290,9 @@ func (p *poller) once(ctx context.Context) {
 	p.failing = failed != nil
 	_ = t.emitter.Metrics(ctx, backlog) // logged there; the next poll is fresher
 }
+
+// known0 says whether a figure is known and zero.
+func known0(n *int64) bool { return n != nil && *n == 0 }
 
 // deadLetterState says whether every message a queue dead-letters reaches
 // the tap, and since when.
