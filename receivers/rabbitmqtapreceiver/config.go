@@ -30,8 +30,18 @@ type Config struct {
 	// through a broker restart, classic (cheaper) loses them, as the
 	// firehose's frames are transient. Default "quorum".
 	QueueType string `mapstructure:"queue_type"`
+	// MaxQueueBytes bounds the bodies of the frames the tap's queue holds
+	// (x-max-length-bytes): past it the broker drops the oldest frames
+	// (x-overflow drop-head) rather than let a tap that stopped reading
+	// fill its disk or memory. 0: unbounded. Default 256 MiB.
+	MaxQueueBytes int64 `mapstructure:"max_queue_bytes"`
+	// MaxQueueLength bounds the frames the tap's queue holds (x-max-length),
+	// as frames of small bodies cost more than their bodies. 0: unbounded.
+	// Default 1000000.
+	MaxQueueLength int64 `mapstructure:"max_queue_length"`
 	// EnableTracing switches the firehose on for the vhosts through the
-	// management API at every connection. Default false: run
+	// management API at every connection, and off again at shutdown if it
+	// was the one to switch it on. Default false: run
 	// `rabbitmqctl trace_on -p <vhost>` after every broker start.
 	EnableTracing bool `mapstructure:"enable_tracing"`
 	// IncludeCeleryControl keeps Celery's event (celeryev) and remote
@@ -93,6 +103,8 @@ func createDefaultConfig() *Config {
 		VHosts:             []string{"/"},
 		Queue:              "flowtrace.firehose",
 		QueueType:          "quorum",
+		MaxQueueBytes:      256 << 20,
+		MaxQueueLength:     1000000,
 		Prefetch:           2000,
 		Batch:              BatchConfig{MaxSize: 1000, Timeout: 200 * time.Millisecond},
 		MaxTrackedMessages: 100000,
@@ -135,6 +147,12 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueType != "quorum" && c.QueueType != "classic" {
 		errs = append(errs, fmt.Errorf("queue_type: must be quorum or classic, got %q", c.QueueType))
+	}
+	if c.MaxQueueBytes < 0 {
+		errs = append(errs, fmt.Errorf("max_queue_bytes: must not be negative (0: unbounded), got %d", c.MaxQueueBytes))
+	}
+	if c.MaxQueueLength < 0 {
+		errs = append(errs, fmt.Errorf("max_queue_length: must not be negative (0: unbounded), got %d", c.MaxQueueLength))
 	}
 	if c.Batch.MaxSize < 1 {
 		errs = append(errs, fmt.Errorf("batch::max_size: must be at least 1, got %d", c.Batch.MaxSize))

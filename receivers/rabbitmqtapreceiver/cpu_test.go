@@ -101,10 +101,11 @@ func TestTapCPU(t *testing.T) {
 		Tracing bool `json:"tracing"`
 	}
 	require.NoError(t, api.do(context.Background(), "GET", "/api/vhosts/%2F", nil, &vhost))
-	t.Cleanup(func() { _ = api.setTracing(context.Background(), "/", vhost.Tracing) })
+	t.Cleanup(func() { _, _ = api.setTracing(context.Background(), "/", vhost.Tracing) })
 
 	prefix := uniquePrefix("cpu")
-	require.NoError(t, api.setTracing(context.Background(), "/", false))
+	_, err := api.setTracing(context.Background(), "/", false)
+	require.NoError(t, err)
 	measure("no firehose, no tap", prefix+"baseline", func() float64 { return 0 })
 
 	rt := startTapWith(t, "cpu", func(cfg *Config) {

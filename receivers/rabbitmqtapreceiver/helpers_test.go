@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -31,11 +32,41 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+	restore := traceRootVHost()
+	code := m.Run()
+	restore()
+	if code == 0 {
+		if err := goleak.Find(
+			goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// traceRootVHost switches tracing on for the vhost "/" the tests share,
+// once for them all (a tap does not switch it off then), and returns what
+// puts it back as it was.
+func traceRootVHost() (restore func()) {
+	mgmt := os.Getenv("FLOWTRACE_RABBITMQ_MANAGEMENT")
+	if mgmt == "" {
+		mgmt = "127.0.0.1:15672"
+	}
+	api := testAPI(mgmt)
+	defer api.client.CloseIdleConnections()
+	switched, err := api.setTracing(context.Background(), "/", true)
+	if err != nil || !switched {
+		return func() {}
+	}
+	return func() {
+		defer api.client.CloseIdleConnections()
+		if _, err := api.setTracing(context.Background(), "/", false); err != nil {
+			fmt.Fprintln(os.Stderr, "could not switch tracing off again on vhost /:", err)
+		}
+	}
 }
 
 // The local broker the tests use; FLOWTRACE_RABBITMQ and

@@ -171,14 +171,10 @@ func (a *managementAPI) publish(ctx context.Context, vhost, queue string, payloa
 	return err
 }
 
-// enableTracing switches the firehose on for the vhost.
-func (a *managementAPI) enableTracing(ctx context.Context, vhost string) error {
-	return a.setTracing(ctx, vhost, true)
-}
-
 // setTracing switches the firehose of the vhost on or off, keeping the
-// vhost's other settings: a PUT without them would reset them.
-func (a *managementAPI) setTracing(ctx context.Context, vhost string, on bool) error {
+// vhost's other settings: a PUT without them would reset them. switched
+// says whether it was the other way before.
+func (a *managementAPI) setTracing(ctx context.Context, vhost string, on bool) (switched bool, err error) {
 	var v struct {
 		Description      string   `json:"description"`
 		Tags             []string `json:"tags"`
@@ -187,16 +183,19 @@ func (a *managementAPI) setTracing(ctx context.Context, vhost string, on bool) e
 	}
 	path := "/api/vhosts/" + url.PathEscape(vhost)
 	if err := a.do(ctx, http.MethodGet, path, nil, &v); err != nil {
-		return err
+		return false, err
 	}
 	if v.Tracing == on {
-		return nil
+		return false, nil
 	}
 	body := map[string]any{"tracing": on, "description": v.Description, "tags": strings.Join(v.Tags, ",")}
 	if v.DefaultQueueType != "" && v.DefaultQueueType != "undefined" {
 		body["default_queue_type"] = v.DefaultQueueType
 	}
-	return a.do(ctx, http.MethodPut, path, body, nil)
+	if err := a.do(ctx, http.MethodPut, path, body, nil); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // poll reads the management API every interval until ctx ends.

@@ -2,6 +2,7 @@ package rabbitmqtapreceiver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -39,6 +40,11 @@ type rabbitTap struct {
 
 	// now is the clock; time.Now outside tests.
 	now func() time.Time
+
+	// switchedOn are the vhosts whose tracing the tap switched on, to
+	// switch off at shutdown.
+	switchedMu sync.Mutex
+	switchedOn map[string]bool
 
 	lifecycle sync.Mutex
 	cancel    context.CancelFunc
@@ -130,8 +136,37 @@ func (t *rabbitTap) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-stopped:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return t.switchTracingOff(ctx)
+}
+
+// tracingSwitched records that the tap switched the vhost's tracing on.
+func (t *rabbitTap) tracingSwitched(vhost string) {
+	t.switchedMu.Lock()
+	defer t.switchedMu.Unlock()
+	if t.switchedOn == nil {
+		t.switchedOn = map[string]bool{}
+	}
+	t.switchedOn[vhost] = true
+}
+
+// switchTracingOff switches tracing off where the tap switched it on: the
+// firehose costs the broker, and frames nobody reads would pile up.
+func (t *rabbitTap) switchTracingOff(ctx context.Context) error {
+	t.switchedMu.Lock()
+	vhosts := t.switchedOn
+	t.switchedOn = nil
+	t.switchedMu.Unlock()
+	var errs []error
+	for vhost := range vhosts {
+		if _, err := t.api.setTracing(ctx, vhost, false); err != nil {
+			errs = append(errs, fmt.Errorf("switch tracing off on vhost %q: %w", vhost, err))
+		}
+	}
+	if t.api != nil {
+		t.api.client.CloseIdleConnections()
+	}
+	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os/exec"
 	"slices"
 	"sync/atomic"
@@ -195,4 +196,25 @@ func TestDeadLetterAfterQueueDeleted(t *testing.T) {
 		return assert.ObjectsAreEqual(want, got)
 	})
 	assert.Equal(t, want, got)
+}
+
+// TestQueueBounded: the tap declares its queue with a bound, and uses a
+// queue declared before with other arguments as it is.
+func TestQueueBounded(t *testing.T) {
+	t.Parallel()
+	rt := startTap(t, "bounded", func(cfg *Config) { cfg.MaxQueueBytes = 1 << 20 })
+	var q queueInfo
+	require.NoError(t, rt.api.do(context.Background(), "GET", "/api/queues/%2F/"+url.PathEscape(rt.cfg.Queue), nil, &q))
+	assert.EqualValues(t, 1<<20, q.Arguments["x-max-length-bytes"])
+	assert.EqualValues(t, 1000000, q.Arguments["x-max-length"])
+	assert.Equal(t, "drop-head", q.Arguments["x-overflow"])
+
+	// A queue of an earlier version, without bounds.
+	_, ch := dial(t)
+	old := uniquePrefix("unbounded") + "firehose"
+	_, err := ch.QueueDeclare(old, true, false, false, false, amqp.Table{"x-queue-type": "quorum"})
+	require.NoError(t, err)
+	rt = startTap(t, "unbounded", func(cfg *Config) { cfg.Queue = old })
+	conn, _ := dial(t)
+	assert.Equal(t, 1, consumers(conn, old))
 }

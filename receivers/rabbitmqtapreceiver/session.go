@@ -88,8 +88,12 @@ func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error 
 	}
 	if t.cfg.EnableTracing {
 		for _, vhost := range t.cfg.VHosts {
-			if err := t.api.enableTracing(ctx, vhost); err != nil {
+			switched, err := t.api.setTracing(ctx, vhost, true)
+			if err != nil {
 				return fmt.Errorf("enable tracing on vhost %q: %w", vhost, err)
+			}
+			if switched {
+				t.tracingSwitched(vhost)
 			}
 		}
 	}
@@ -124,10 +128,25 @@ func (t *rabbitTap) open(vhost string) (vhostConn, <-chan amqp.Delivery, chan *a
 	if c.ch, err = conn.Channel(); err != nil {
 		return fail("channel", err)
 	}
-	closed := c.ch.NotifyClose(make(chan *amqp.Error, 1))
-	if _, err := c.ch.QueueDeclare(t.cfg.Queue, true, false, false, false, amqp.Table{"x-queue-type": t.cfg.QueueType}); err != nil {
-		return fail("declare queue", err)
+	if _, err := c.ch.QueueDeclare(t.cfg.Queue, true, false, false, false, t.queueArguments()); err != nil {
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+			return fail("declare queue", err)
+		}
+		// The queue exists with other arguments (declared before its
+		// bounds were set, or with other bounds): use it as it is.
+		t.logger.Error("the tap's queue exists with other arguments than the tap's; "+
+			"it is used as it is, possibly unbounded: delete it (its frames are lost) so the tap declares it with its bounds, "+
+			"or bound it with a policy (max-length-bytes, max-length)",
+			zap.String("vhost", vhost), zap.String("queue", t.cfg.Queue), zap.Error(err))
+		if c.ch, err = conn.Channel(); err != nil {
+			return fail("channel", err)
+		}
+		if _, err := c.ch.QueueDeclarePassive(t.cfg.Queue, true, false, false, false, nil); err != nil {
+			return fail("declare queue", err)
+		}
 	}
+	closed := c.ch.NotifyClose(make(chan *amqp.Error, 1))
 	for _, key := range [...]string{publishPrefix + "#", deliverPrefix + "#"} {
 		if err := c.ch.QueueBind(t.cfg.Queue, key, traceExchange, false, nil); err != nil {
 			return fail("bind queue", err)
@@ -143,6 +162,21 @@ func (t *rabbitTap) open(vhost string) (vhostConn, <-chan amqp.Delivery, chan *a
 		return fail("consume", err)
 	}
 	return c, deliveries, closed, nil
+}
+
+// queueArguments declare the tap's queue: its type and its bounds.
+func (t *rabbitTap) queueArguments() amqp.Table {
+	args := amqp.Table{"x-queue-type": t.cfg.QueueType}
+	if t.cfg.MaxQueueBytes > 0 {
+		args["x-max-length-bytes"] = t.cfg.MaxQueueBytes
+	}
+	if t.cfg.MaxQueueLength > 0 {
+		args["x-max-length"] = t.cfg.MaxQueueLength
+	}
+	if t.cfg.MaxQueueBytes > 0 || t.cfg.MaxQueueLength > 0 {
+		args["x-overflow"] = "drop-head" // the only overflow every queue type has
+	}
+	return args
 }
 
 // consume batches frames: a batch goes to the traces pipeline when it is

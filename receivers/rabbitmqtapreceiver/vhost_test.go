@@ -29,6 +29,15 @@ func TestSecondVHost(t *testing.T) {
 	require.NoError(t, api.do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(vhost)+"/guest",
 		map[string]any{"configure": ".*", "write": ".*", "read": ".*"}, nil))
 
+	t.Cleanup(func() {
+		// After the tap's shutdown: it switched tracing on, so it
+		// switched it off again.
+		var v struct {
+			Tracing bool `json:"tracing"`
+		}
+		require.NoError(t, api.do(ctx, http.MethodGet, path, nil, &v))
+		assert.False(t, v.Tracing, "tracing switched off at shutdown")
+	})
 	rt := startTap(t, "vhost", func(cfg *Config) { cfg.VHosts = []string{"/", vhost} })
 	var v struct {
 		Description string   `json:"description"`
