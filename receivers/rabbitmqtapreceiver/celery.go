@@ -11,9 +11,7 @@ import (
 type celeryTask struct {
 	id, name         string
 	rootID, parentID string
-	group            string
 	retries          int64
-	eta              bool // the task was scheduled for later
 }
 
 // maxCeleryRetries bounds the retries header: a higher value is not a real
@@ -37,7 +35,7 @@ func decodeCelery(h amqp.Table) (task celeryTask, ok bool, err error) {
 	for _, field := range [...]struct {
 		key string
 		dst *string
-	}{{"root_id", &task.rootID}, {"parent_id", &task.parentID}, {"group", &task.group}} {
+	}{{"root_id", &task.rootID}, {"parent_id", &task.parentID}} {
 		switch v := h[field.key].(type) {
 		case nil:
 		case string:
@@ -52,13 +50,6 @@ func decodeCelery(h amqp.Table) (task celeryTask, ok bool, err error) {
 			return task, false, badFrame("celery_headers", "retries is not a count")
 		}
 		task.retries = n
-	}
-	switch v := h["eta"].(type) {
-	case nil:
-	case string:
-		task.eta = v != ""
-	default:
-		return task, false, badFrame("celery_headers", "eta is not a time")
 	}
 	return task, true, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,14 +48,16 @@ type Config struct {
 	// IncludeCeleryControl keeps Celery's event (celeryev) and remote
 	// control (*.pidbox) traffic, skipped by default. Default false.
 	IncludeCeleryControl bool `mapstructure:"include_celery_control"`
+	// Celery says how Celery's workers run tasks.
+	Celery CeleryConfig `mapstructure:"celery"`
 	// Prefetch is how many firehose frames the broker hands the tap before
-	// it acks; at least batch::max_size. Default 2000.
+	// it acks; at least batch::max_size. Default 500.
 	Prefetch int `mapstructure:"prefetch"`
 	// Batch bounds the frames per batch sent to the traces pipeline.
 	Batch BatchConfig `mapstructure:"batch"`
 	// MaxTrackedMessages bounds the deliveries remembered for attempts and
 	// settlement inference; the least recently seen are forgotten first.
-	// Default 100000.
+	// Default 100000, at most 10000000.
 	MaxTrackedMessages int `mapstructure:"max_tracked_messages"`
 	// Management configures the management API poller.
 	Management ManagementConfig `mapstructure:"management"`
@@ -62,9 +65,22 @@ type Config struct {
 	Reconnect tap.Backoff `mapstructure:"reconnect"`
 }
 
+// CeleryConfig says how Celery's workers run tasks.
+type CeleryConfig struct {
+	// AcksLate is Celery's task_acks_late: a task is acked after it ran,
+	// not before. Without it a task that publishes a child is settled as
+	// acked then; with it its settlement is left to queue drains and
+	// redeliveries. Default false, Celery's default.
+	AcksLate bool `mapstructure:"acks_late"`
+}
+
+// maxTrackedLimit bounds max_tracked_messages: the tracker allocates for a
+// quarter of it up front.
+const maxTrackedLimit = 10_000_000
+
 // BatchConfig bounds a batch of frames.
 type BatchConfig struct {
-	// MaxSize is the most frames in one batch. Default 1000.
+	// MaxSize is the most frames in one batch. Default 250.
 	MaxSize int `mapstructure:"max_size"`
 	// Timeout is the longest a frame waits for its batch. Default 200ms.
 	Timeout time.Duration `mapstructure:"timeout"`
@@ -85,8 +101,9 @@ type ManagementConfig struct {
 	// Timeout of one request. Default 5s.
 	Timeout time.Duration `mapstructure:"timeout"`
 	// StatsDelay is how old the broker's queue statistics may be
-	// (RabbitMQ's collect_statistics_interval): a drained queue settles
-	// only deliveries older than this. Default 5s.
+	// (RabbitMQ's collect_statistics_interval, 5s unless changed): a
+	// drained queue settles only deliveries older than this. It must be
+	// at least that interval. Default 5s.
 	StatsDelay time.Duration `mapstructure:"stats_delay"`
 	// DeadLetterBindings binds the tap's queue to the dead-letter exchange
 	// of every queue that has one, with the bindings that exchange already
@@ -105,8 +122,8 @@ func createDefaultConfig() *Config {
 		QueueType:          "quorum",
 		MaxQueueBytes:      256 << 20,
 		MaxQueueLength:     1000000,
-		Prefetch:           2000,
-		Batch:              BatchConfig{MaxSize: 1000, Timeout: 200 * time.Millisecond},
+		Prefetch:           500,
+		Batch:              BatchConfig{MaxSize: 250, Timeout: 200 * time.Millisecond},
 		MaxTrackedMessages: 100000,
 		Management: ManagementConfig{
 			Endpoint:           "http://127.0.0.1:15672",
@@ -125,9 +142,11 @@ func createDefaultConfig() *Config {
 func (c *Config) Validate() error {
 	var errs []error
 	if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("endpoint: want amqp://host:port or amqps://host:port, got %q", c.Endpoint))
+		errs = append(errs, fmt.Errorf("endpoint: want amqp://host:port or amqps://host:port, got %s", redacted(c.Endpoint, u, err)))
 	} else if u.User != nil {
 		errs = append(errs, errors.New("endpoint: put credentials in username and password, not in the address"))
+	} else if u.Path != "" && u.Path != "/" {
+		errs = append(errs, fmt.Errorf("endpoint: name vhosts in vhosts, not in the address (got path %q)", u.Path))
 	}
 	if len(c.VHosts) == 0 {
 		errs = append(errs, errors.New("vhosts: must name at least one vhost"))
@@ -163,12 +182,12 @@ func (c *Config) Validate() error {
 	if c.Prefetch < c.Batch.MaxSize || c.Prefetch > 65535 {
 		errs = append(errs, fmt.Errorf("prefetch: must be between batch::max_size (%d) and 65535, got %d", c.Batch.MaxSize, c.Prefetch))
 	}
-	if c.MaxTrackedMessages < 1 {
-		errs = append(errs, fmt.Errorf("max_tracked_messages: must be at least 1, got %d", c.MaxTrackedMessages))
+	if c.MaxTrackedMessages < 1 || c.MaxTrackedMessages > maxTrackedLimit {
+		errs = append(errs, fmt.Errorf("max_tracked_messages: must be between 1 and %d, got %d", maxTrackedLimit, c.MaxTrackedMessages))
 	}
 	if m := c.Management; m.Endpoint != "" {
 		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("management::endpoint: want http://host:port or https://host:port, got %q", m.Endpoint))
+			errs = append(errs, fmt.Errorf("management::endpoint: want http://host:port or https://host:port, got %s", redacted(m.Endpoint, u, err)))
 		} else if u.User != nil {
 			errs = append(errs, errors.New("management::endpoint: put credentials in username and password, not in the address"))
 		}
@@ -178,12 +197,21 @@ func (c *Config) Validate() error {
 		if m.Timeout <= 0 {
 			errs = append(errs, fmt.Errorf("management::timeout: must be positive, got %s", m.Timeout))
 		}
-		if m.StatsDelay < 0 {
-			errs = append(errs, fmt.Errorf("management::stats_delay: must not be negative, got %s", m.StatsDelay))
+		if m.StatsDelay <= 0 {
+			errs = append(errs, fmt.Errorf("management::stats_delay: must be positive (at least the broker's collect_statistics_interval), got %s", m.StatsDelay))
 		}
 	} else if c.EnableTracing {
 		errs = append(errs, errors.New("enable_tracing: needs management::endpoint"))
 	}
 	errs = append(errs, c.Reconnect.Validate())
 	return errors.Join(errs...)
+}
+
+// redacted quotes an address for an error without its credentials: with
+// its password masked when it parses, not at all when it does not.
+func redacted(raw string, u *url.URL, err error) string {
+	if err != nil || u == nil {
+		return "an address that does not parse"
+	}
+	return strconv.Quote(u.Redacted())
 }

@@ -50,11 +50,14 @@ func TestCustomConfig(t *testing.T) {
 		QueueType:            "classic",
 		EnableTracing:        true,
 		IncludeCeleryControl: true,
+		MaxQueueBytes:        1 << 20,
+		MaxQueueLength:       0,
+		Celery:               CeleryConfig{AcksLate: true},
 		Prefetch:             500,
 		Batch:                BatchConfig{MaxSize: 100, Timeout: 50 * time.Millisecond},
 		MaxTrackedMessages:   5000,
 		Management: ManagementConfig{
-			Endpoint: "https://rabbit.internal:15671", Username: "monitor", Password: "m0nitor",
+			Endpoint: "https://rabbit.internal:15671/", Username: "monitor", Password: "m0nitor",
 			Interval: 30 * time.Second, Timeout: 2 * time.Second, StatsDelay: 10 * time.Second,
 			DeadLetterBindings: false,
 		},
@@ -71,10 +74,14 @@ func TestConfigWithoutManagement(t *testing.T) {
 func TestInvalidConfigs(t *testing.T) {
 	for name, wants := range map[string][]string{
 		"bad_addresses": {
-			`endpoint: want amqp://host:port or amqps://host:port, got "http://guest:guest@127.0.0.1:5672"`,
+			`endpoint: want amqp://host:port or amqps://host:port, got "http://guest:xxxxx@127.0.0.1:5672"`,
 			`management::endpoint: want http://host:port or https://host:port, got "amqp://127.0.0.1:15672"`,
 		},
 		"credentials_in_address": {"endpoint: put credentials in username and password"},
+		"vhost_in_address": {
+			`endpoint: name vhosts in vhosts, not in the address (got path "/orders")`,
+			"management::endpoint: want http://host:port or https://host:port, got an address that does not parse",
+		},
 		"bad_numbers": {
 			"vhosts[1]: must not be empty",
 			`vhosts[2]: "/" is listed twice`,
@@ -82,10 +89,12 @@ func TestInvalidConfigs(t *testing.T) {
 			`queue_type: must be quorum or classic, got "stream"`,
 			"prefetch: must be between batch::max_size (100) and 65535, got 10",
 			"batch::timeout: must be positive",
-			"max_tracked_messages: must be at least 1",
+			"max_tracked_messages: must be between 1 and 10000000, got 0",
+			"max_queue_bytes: must not be negative",
+			"max_queue_length: must not be negative",
 			"management::interval: must be positive",
 			"management::timeout: must be positive",
-			"management::stats_delay: must not be negative",
+			"management::stats_delay: must be positive",
 			"reconnect::initial_interval: must be positive",
 		},
 		"tracing_without_management": {"enable_tracing: needs management::endpoint"},
@@ -97,6 +106,9 @@ func TestInvalidConfigs(t *testing.T) {
 			for _, want := range wants {
 				assert.ErrorContains(t, err, want)
 			}
+			// Never a password in an error.
+			assert.NotContains(t, err.Error(), "s3cret")
+			assert.NotContains(t, err.Error(), "m0nitor")
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,9 +74,11 @@ func newRabbitTap(cfg *Config, set receiver.Settings) (*rabbitTap, error) {
 	t.tracker = newTracker(cfg.Queue, cfg.IncludeCeleryControl, cfg.MaxTrackedMessages, func(err error) {
 		t.tel.DecodeError(context.Background(), reasonOf(err), err)
 	})
+	t.tracker.acksLate = cfg.Celery.AcksLate
+
 	if cfg.Management.Endpoint != "" {
 		t.api = &managementAPI{
-			endpoint: cfg.Management.Endpoint,
+			endpoint: strings.TrimRight(cfg.Management.Endpoint, "/"),
 			username: cfg.Management.Username,
 			password: string(cfg.Management.Password),
 			client:   &http.Client{Timeout: cfg.Management.Timeout},

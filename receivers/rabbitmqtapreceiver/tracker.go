@@ -44,7 +44,10 @@ type delivery struct {
 type tracker struct {
 	ownQueue       string
 	includeControl bool
-	max            int
+	// acksLate: a Celery task is acked after its run, so a child's
+	// publish does not settle it.
+	acksLate bool
+	max      int
 
 	byKey map[string]*delivery
 	// newest and oldest end the list of deliveries by recency; the oldest
@@ -216,9 +219,10 @@ func (t *tracker) frame(vhost string, f *frame, now time.Time) error {
 			o.Destination = t.text(f.msg.routingKeys[0]) // the default exchange routes to the queue of that name
 		}
 		t.out = append(t.out, o)
-		if id.parentID != "" {
+		if id.parentID != "" && !t.acksLate {
 			// A task published from its parent's run: the parent was
-			// received and, as far as the broker knows, settled by then.
+			// received and, Celery acking a task before it runs it
+			// (unless acks_late), settled by then.
 			t.settleMessage(vhost+"\x00"+id.obs.System+"\x00"+id.parentID, now)
 		}
 	case frameDeliver:
