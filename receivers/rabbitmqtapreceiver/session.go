@@ -3,9 +3,12 @@ package rabbitmqtapreceiver
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -194,6 +197,7 @@ func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan in
 	timer.Stop()
 	timing := false
 	spans := tap.NewSpans(systemRabbitMQ, metadata.ScopeName)
+	ack := func(vhost int, tag uint64) error { return conns[vhost].ch.Ack(tag, true) }
 	for {
 		select {
 		case <-ctx.Done():
@@ -214,7 +218,7 @@ func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan in
 			timer.Stop()
 			timing = false
 		}
-		if err := t.flush(ctx, conns, batch, spans); err != nil {
+		if err := t.flush(ctx, ack, &batch, spans); err != nil {
 			return err
 		}
 		batch = batch[:0]
@@ -222,15 +226,76 @@ func (t *rabbitTap) consume(ctx context.Context, conns []vhostConn, in <-chan in
 }
 
 // frameDigest tells frames apart well enough to check that a frame given
-// again is the one remembered.
+// again is the one remembered: its exchange, routing key, the message's
+// properties (message id, headers...) and body.
 func frameDigest(d *amqp.Delivery) uint64 {
 	h := xxhash.New()
 	_, _ = h.WriteString(d.Exchange + "\x00" + d.RoutingKey + "\x00")
 	if n, ok := integer(d.Headers["redelivered"]); ok && n != 0 {
 		_, _ = h.WriteString("r")
 	}
+	digestValue(h, d.Headers["properties"])
 	_, _ = h.Write(d.Body)
 	return h.Sum64()
+}
+
+// digestValue writes a field value of a header table to h, tables with
+// their keys sorted, each value prefixed by its kind.
+func digestValue(h *xxhash.Digest, v any) {
+	var buf [8]byte
+	num := func(kind byte, n uint64) {
+		binary.LittleEndian.PutUint64(buf[:], n)
+		_, _ = h.Write([]byte{kind})
+		_, _ = h.Write(buf[:])
+	}
+	str := func(kind byte, s string) {
+		num(kind, uint64(len(s)))
+		_, _ = h.WriteString(s)
+	}
+	switch v := v.(type) {
+	case nil:
+		_, _ = h.Write([]byte{'V'})
+	case string:
+		str('S', v)
+	case []byte:
+		str('x', string(v))
+	case bool:
+		if v {
+			num('t', 1)
+		} else {
+			num('t', 0)
+		}
+	case float32:
+		num('f', uint64(math.Float32bits(v)))
+	case float64:
+		num('d', math.Float64bits(v))
+	case time.Time:
+		num('T', uint64(v.Unix()))
+	case amqp.Decimal:
+		num('D', uint64(v.Scale)<<32|uint64(uint32(v.Value)))
+	case []any:
+		num('A', uint64(len(v)))
+		for _, e := range v {
+			digestValue(h, e)
+		}
+	case amqp.Table:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		num('F', uint64(len(keys)))
+		for _, k := range keys {
+			str('k', k)
+			digestValue(h, v[k])
+		}
+	default:
+		if n, ok := integer(v); ok {
+			num('I', uint64(n))
+		} else {
+			str('?', fmt.Sprintf("%T", v))
+		}
+	}
 }
 
 // handle reads one delivery from the tap's queue.
@@ -292,14 +357,16 @@ func (t *rabbitTap) marker(vhost string, body []byte) error {
 
 // flush sends a batch's spans and acks its frames once the pipeline took
 // them or refused them for good. An error is the end of ctx or a lost
-// channel: the frames are not acked, the broker gives them again.
-func (t *rabbitTap) flush(ctx context.Context, conns []vhostConn, batch []frameRecord, spans *tap.Spans) error {
-	if len(batch) == 0 {
+// channel: the frames not acked stay in *batch (those of vhosts acked
+// before the failure are dropped from it), the broker gives them again.
+func (t *rabbitTap) flush(ctx context.Context, ack func(vhost int, tag uint64) error, batch *[]frameRecord, spans *tap.Spans) error {
+	if len(*batch) == 0 {
 		return nil
 	}
-	for i := range batch {
-		for j := range batch[i].obs {
-			switch err := spans.Add(&batch[i].obs[j]); {
+	for i := range *batch {
+		r := &(*batch)[i]
+		for j := range r.obs {
+			switch err := spans.Add(&r.obs[j]); {
 			case errors.Is(err, tap.ErrNoIdentity):
 				t.tel.DecodeError(ctx, "identity", err)
 			case errors.Is(err, tap.ErrBadTraceParent):
@@ -310,15 +377,18 @@ func (t *rabbitTap) flush(ctx context.Context, conns []vhostConn, batch []frameR
 	if err := t.emitter.Traces(ctx, spans); err != nil && !consumererror.IsPermanent(err) {
 		return err
 	}
-	last := make([]uint64, len(conns))
-	for _, r := range batch {
+	last := make([]uint64, len(t.cfg.VHosts))
+	for _, r := range *batch {
 		last[r.vhost] = max(last[r.vhost], r.tag)
 	}
 	for i, tag := range last {
 		if tag == 0 {
 			continue
 		}
-		if err := conns[i].ch.Ack(tag, true); err != nil {
+		if err := ack(i, tag); err != nil {
+			// The vhosts before were acked: their frames do not come
+			// again, so they must not be replayed.
+			*batch = slices.DeleteFunc(*batch, func(r frameRecord) bool { return r.vhost < i })
 			return fmt.Errorf("ack frames: %w", err)
 		}
 	}

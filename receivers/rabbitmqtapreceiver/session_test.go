@@ -2,6 +2,7 @@ package rabbitmqtapreceiver
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/rabbitmqtapreceiver/internal/metadata"
 )
 
@@ -55,4 +57,38 @@ func TestReplayCacheBound(t *testing.T) {
 	assert.True(t, ok)
 	_, ok = c.take(0, 3)
 	assert.False(t, ok, "taken once")
+}
+
+// TestPartialAck: when the ack of one vhost's frames fails after another
+// vhost's were acked, only the frames not acked are kept for replay.
+func TestPartialAck(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.VHosts = []string{"/", "orders", "billing"}
+	rt, err := newRabbitTap(cfg, receivertest.NewNopSettings(metadata.Type))
+	require.NoError(t, err)
+	batch := []frameRecord{{vhost: 0, tag: 1, digest: 10}, {vhost: 1, tag: 1, digest: 11}, {vhost: 2, tag: 1, digest: 12}, {vhost: 0, tag: 2, digest: 13}}
+	var acked []int
+	ack := func(vhost int, _ uint64) error {
+		if vhost == 1 {
+			return errors.New("channel closed")
+		}
+		acked = append(acked, vhost)
+		return nil
+	}
+	require.Error(t, rt.flush(context.Background(), ack, &batch, tap.NewSpans(systemRabbitMQ, metadata.ScopeName)))
+	assert.Equal(t, []int{0}, acked)
+	assert.Equal(t, []frameRecord{{vhost: 1, tag: 1, digest: 11}, {vhost: 2, tag: 1, digest: 12}}, batch)
+}
+
+// TestFrameDigest: frames that differ only in their properties differ;
+// the order of a table's keys does not matter.
+func TestFrameDigest(t *testing.T) {
+	frame := func(props amqp.Table) *amqp.Delivery {
+		return &amqp.Delivery{Exchange: traceExchange, RoutingKey: "deliver.work", Body: []byte("{}"),
+			Headers: amqp.Table{"properties": props}}
+	}
+	a := frameDigest(frame(amqp.Table{"message_id": "m1", "headers": amqp.Table{"a": int32(1), "b": "x"}}))
+	assert.Equal(t, a, frameDigest(frame(amqp.Table{"headers": amqp.Table{"b": "x", "a": int32(1)}, "message_id": "m1"})))
+	assert.NotEqual(t, a, frameDigest(frame(amqp.Table{"message_id": "m2", "headers": amqp.Table{"a": int32(1), "b": "x"}})))
+	assert.NotEqual(t, a, frameDigest(frame(amqp.Table{"message_id": "m1", "headers": amqp.Table{"a": int32(2), "b": "x"}})))
 }
