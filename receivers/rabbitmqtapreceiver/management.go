@@ -274,7 +274,7 @@ func (p *poller) once(ctx context.Context) {
 			}
 		}
 		if len(drained) > 0 {
-			marker, _ := json.Marshal(drainMarker{At: at, Cutoff: at.Add(-t.cfg.Management.StatsDelay), Queues: drained, Since: since})
+			marker, _ := json.Marshal(drainMarker{Token: t.markerToken, At: at, Cutoff: at.Add(-t.cfg.Management.StatsDelay), Queues: drained, Since: since})
 			if err := t.api.publish(ctx, vhost, t.cfg.Queue, marker); err != nil && ctx.Err() == nil {
 				failed = err
 			}

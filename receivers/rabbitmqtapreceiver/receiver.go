@@ -2,6 +2,7 @@ package rabbitmqtapreceiver
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -39,6 +40,10 @@ type rabbitTap struct {
 	replay  *replayCache
 	api     *managementAPI
 
+	// markerToken is in the drain markers of this tap, random: a marker
+	// without it is not the tap's.
+	markerToken string
+
 	// now is the clock; time.Now outside tests.
 	now func() time.Time
 
@@ -70,6 +75,8 @@ func newRabbitTap(cfg *Config, set receiver.Settings) (*rabbitTap, error) {
 		emitter: emitter,
 		replay:  newReplayCache(4 * cfg.Prefetch * len(cfg.VHosts)),
 		now:     time.Now,
+
+		markerToken: rand.Text(),
 	}
 	t.tracker = newTracker(cfg.Queue, cfg.IncludeCeleryControl, cfg.MaxTrackedMessages, func(err error) {
 		t.tel.DecodeError(context.Background(), reasonOf(err), err)

@@ -3,6 +3,7 @@ package rabbitmqtapreceiver
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -338,6 +339,9 @@ func (t *rabbitTap) handle(ctx context.Context, item incoming) frameRecord {
 // no unacknowledged message: deliveries from them seen before Cutoff (and
 // not before the queue's Since, where set) are settled, at At.
 type drainMarker struct {
+	// Token is the tap's own: anyone who may publish to the tap's queue
+	// could otherwise settle deliveries.
+	Token  string               `json:"token"`
 	At     time.Time            `json:"at"`
 	Cutoff time.Time            `json:"cutoff"`
 	Queues []string             `json:"queues"`
@@ -348,6 +352,9 @@ func (t *rabbitTap) marker(vhost string, body []byte) error {
 	var m drainMarker
 	if err := json.Unmarshal(body, &m); err != nil {
 		return badFrame("marker", err.Error())
+	}
+	if subtle.ConstantTimeCompare([]byte(m.Token), []byte(t.markerToken)) != 1 {
+		return badFrame("marker", "not the tap's token")
 	}
 	for _, q := range m.Queues {
 		t.tracker.drain(vhost, q, m.Since[q], m.Cutoff, m.At)

@@ -2,6 +2,7 @@ package rabbitmqtapreceiver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -91,4 +92,22 @@ func TestFrameDigest(t *testing.T) {
 	assert.Equal(t, a, frameDigest(frame(amqp.Table{"headers": amqp.Table{"b": "x", "a": int32(1)}, "message_id": "m1"})))
 	assert.NotEqual(t, a, frameDigest(frame(amqp.Table{"message_id": "m2", "headers": amqp.Table{"a": int32(1), "b": "x"}})))
 	assert.NotEqual(t, a, frameDigest(frame(amqp.Table{"message_id": "m1", "headers": amqp.Table{"a": int32(2), "b": "x"}})))
+}
+
+// TestMarkerToken: a drain marker settles deliveries only with the tap's
+// token.
+func TestMarkerToken(t *testing.T) {
+	rt, err := newRabbitTap(createDefaultConfig(), receivertest.NewNopSettings(metadata.Type))
+	require.NoError(t, err)
+	now := time.Unix(1795000000, 0)
+	require.NoError(t, rt.tracker.frame("/", deliverFrame("work", "m1", false, nil), now))
+	rt.tracker.take()
+	marker := func(token string) incoming {
+		body, err := json.Marshal(drainMarker{Token: token, At: now.Add(time.Minute), Cutoff: now.Add(time.Second), Queues: []string{"work"}})
+		require.NoError(t, err)
+		return incoming{d: amqp.Delivery{Exchange: "", RoutingKey: rt.cfg.Queue, Body: body}}
+	}
+	assert.Empty(t, rt.handle(context.Background(), marker("forged")).obs)
+	assert.Empty(t, rt.handle(context.Background(), marker("")).obs)
+	assert.Equal(t, []string{"settle@work:ack"}, kindsOf(rt.handle(context.Background(), marker(rt.markerToken)).obs))
 }
