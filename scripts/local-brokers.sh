@@ -19,7 +19,11 @@ wait_for() { # port, name
 if command -v rabbitmq-server >/dev/null; then
 	if ! listening 5672; then
 		echo "brokers: starting RabbitMQ"
-		rabbitmq-server -detached
+		if rabbitmqctl -q status >/dev/null 2>&1; then
+			rabbitmqctl -q start_app # the node runs, its application was stopped
+		else
+			rabbitmq-server -detached
+		fi
 		wait_for 5672 RabbitMQ
 	fi
 	if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_management; then
