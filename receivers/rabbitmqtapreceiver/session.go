@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -54,14 +55,15 @@ func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error 
 	defer func() {
 		cancel(nil)
 		for _, c := range conns {
-			_ = c.conn.Close()
+			// Not waiting long for a broker that does not answer.
+			_ = c.conn.CloseDeadline(time.Now().Add(closeTimeout))
 		}
 		forwarders.Wait()
 	}()
 
 	in := make(chan incoming, t.cfg.Prefetch)
 	for i, vhost := range t.cfg.VHosts {
-		c, deliveries, closed, err := t.open(vhost)
+		c, deliveries, closed, err := t.open(ctx, vhost)
 		if err != nil {
 			return fmt.Errorf("vhost %q: %w", vhost, err)
 		}
@@ -110,23 +112,50 @@ func (t *rabbitTap) session(ctx context.Context, connected tap.Connected) error 
 	return err
 }
 
+// dialTimeout bounds the TCP connection and the AMQP handshake;
+// closeTimeout bounds the wait for the broker's answer to a close.
+const (
+	dialTimeout  = 10 * time.Second
+	closeTimeout = 2 * time.Second
+)
+
 // open connects to one vhost, declares and binds the tap's queue and
-// starts consuming it.
-func (t *rabbitTap) open(vhost string) (vhostConn, <-chan amqp.Delivery, chan *amqp.Error, error) {
+// starts consuming it. The end of ctx stops the connection attempt.
+func (t *rabbitTap) open(ctx context.Context, vhost string) (vhostConn, <-chan amqp.Delivery, chan *amqp.Error, error) {
 	var c vhostConn
+	stop := func() bool { return false }
+	dialer := &net.Dialer{Timeout: dialTimeout}
 	conn, err := amqp.DialConfig(t.cfg.Endpoint, amqp.Config{
 		Vhost:      vhost,
 		SASL:       []amqp.Authentication{&amqp.PlainAuth{Username: t.cfg.Username, Password: string(t.cfg.Password)}},
 		Heartbeat:  10 * time.Second,
 		Properties: amqp.Table{"connection_name": "flowtrace " + metadata.Type.String()},
-		Dial:       amqp.DefaultDial(10 * time.Second),
+		Dial: func(network, addr string) (net.Conn, error) {
+			nc, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// The handshake has no heartbeat yet: bound it, and end it
+			// with ctx. The client clears the deadline once open.
+			if err := nc.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
+				_ = nc.Close()
+				return nil, err
+			}
+			stop = context.AfterFunc(ctx, func() { _ = nc.Close() })
+			return nc, nil
+		},
 	})
+	stop()
+	if err == nil && ctx.Err() != nil {
+		_ = conn.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
 		return c, nil, nil, fmt.Errorf("dial: %w", err)
 	}
 	c.conn = conn
 	fail := func(op string, err error) (vhostConn, <-chan amqp.Delivery, chan *amqp.Error, error) {
-		_ = conn.Close()
+		_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
 		return c, nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
 	if c.ch, err = conn.Channel(); err != nil {
