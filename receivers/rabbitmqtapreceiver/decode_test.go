@@ -353,3 +353,25 @@ func TestUnroutedPublishIsBroadcast(t *testing.T) {
 	require.Len(t, obs, 1)
 	assert.Equal(t, tap.Broadcast, obs[0].Kind)
 }
+
+// TestTrackerDelayedRetryWithoutTopology: without the management API, a
+// message back in a queue it was dead-lettered from, after expiring
+// elsewhere, is a retry, not a dead letter.
+func TestTrackerDelayedRetryWithoutTopology(t *testing.T) {
+	tr := newTracker("own", false, 100, func(err error) { t.Error(err) })
+	now := time.Unix(1795000000, 0)
+	require.NoError(t, tr.frame("/", deliverFrame("jobs", "j1", false, nil), now))
+	back := amqp.Table{headerDeath: []any{
+		amqp.Table{"queue": "jobs.wait", "reason": "expired", "count": int64(1)},
+		amqp.Table{"queue": "jobs", "reason": "rejected", "count": int64(1)},
+	}}
+	require.NoError(t, tr.frame("/", deliverFrame("jobs", "j1", false, back), now.Add(time.Second)))
+	obs := tr.take()
+	assert.Equal(t, []string{"deliver@jobs", "settle@jobs:nack", "deliver@jobs"}, kindsOf(obs))
+	assert.Equal(t, 2, obs[2].Attempt)
+
+	// Expired into a dead-letter queue it never came from: a dead letter.
+	expired := amqp.Table{headerDeath: []any{amqp.Table{"queue": "jobs", "reason": "expired", "count": int64(1)}}}
+	require.NoError(t, tr.frame("/", deliverFrame("jobs.dead", "j2", false, expired), now))
+	assert.Equal(t, []string{"deliver@jobs.dead", "dead_letter@jobs"}, kindsOf(tr.take()))
+}

@@ -328,38 +328,72 @@ func (p *poller) deadLettersSeen(ctx context.Context, vhost string, q *queueInfo
 
 // retries finds, among the queues of a vhost, the delay queues and the
 // queues whose dead letters all go to delay queues (a retry, not a dead
-// letter), for the tracker.
+// letter), for the tracker. A queue with no consumers that dead-letters
+// back to the queue feeding it counts as a delay queue for that queue (the
+// messages carry their own TTL).
 func (p *poller) retries(ctx context.Context, vhost string, qs []queueInfo) {
 	delay, retry := map[string]bool{}, map[string]bool{}
+	byName := map[string]*queueInfo{}
 	for i := range qs {
+		byName[qs[i].Name] = &qs[i]
 		if qs[i].delayQueue() {
 			delay[qs[i].Name] = true
 		}
 	}
+	// targets are the queues an exchange routes dead letters of queue to;
+	// ok is false when they are not known.
+	targets := func(q *queueInfo) (to []string, ok bool) {
+		dlx, _ := q.deadLetterExchange()
+		if dlx == "" {
+			key := q.deadLetterRoutingKey()
+			if key == "" {
+				key = q.Name
+			}
+			return []string{key}, true
+		}
+		bs, err := p.bindings(ctx, vhost, dlx)
+		if err != nil {
+			return nil, false
+		}
+		for _, b := range bs {
+			if b.DestinationType == "queue" && b.Destination != p.tap.cfg.Queue {
+				to = append(to, b.Destination)
+			}
+		}
+		return to, true
+	}
+	// delaysFor says whether queue d holds messages of queue q for a
+	// while: a delay queue, or one without consumers whose dead letters
+	// go back to q only.
+	delaysFor := func(d, q string) bool {
+		if delay[d] {
+			return true
+		}
+		dq := byName[d]
+		if dq == nil || dq.Consumers == nil || *dq.Consumers != 0 {
+			return false
+		}
+		if _, ok := dq.deadLetterExchange(); !ok {
+			return false
+		}
+		back, ok := targets(dq)
+		return ok && len(back) == 1 && back[0] == q
+	}
 	for i := range qs {
 		q := &qs[i]
-		dlx, ok := q.deadLetterExchange()
-		switch {
-		case !ok || delay[q.Name]:
-		case dlx == "":
-			retry[q.Name] = delay[q.deadLetterRoutingKey()]
-		default:
-			bs, err := p.bindings(ctx, vhost, dlx)
-			if err != nil {
-				continue
+		if _, ok := q.deadLetterExchange(); !ok || delay[q.Name] {
+			continue
+		}
+		to, ok := targets(q)
+		if !ok {
+			continue
+		}
+		retry[q.Name] = len(to) > 0
+		for _, d := range to {
+			if !delaysFor(d, q.Name) {
+				retry[q.Name] = false
+				break
 			}
-			to := 0
-			for _, b := range bs {
-				if b.DestinationType != "queue" || b.Destination == p.tap.cfg.Queue {
-					continue
-				}
-				if !delay[b.Destination] {
-					to = -1
-					break
-				}
-				to++
-			}
-			retry[q.Name] = to > 0
 		}
 	}
 	p.tap.tracker.topology.set(vhost, delay, retry)

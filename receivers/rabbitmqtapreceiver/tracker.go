@@ -233,9 +233,30 @@ func (t *tracker) frame(vhost string, f *frame, now time.Time) error {
 		if at.IsZero() {
 			at = now
 		}
+		if f.kind == frameDeliver && returned(&id.death, f.queue) {
+			// Expired from a queue that held it for a while and back in
+			// a queue it was dead-lettered from before: a delayed retry,
+			// whatever the poller knows of the queues.
+			return nil
+		}
 		t.deadLetter(vhost, &id, at)
 	}
 	return nil
+}
+
+// returned says whether a message delivered from queue came back there
+// through a delay queue: its newest dead-lettering is an expiry elsewhere
+// and it was dead-lettered from queue before.
+func returned(d *death, queue string) bool {
+	if d.reason != "expired" || d.queue == queue {
+		return false
+	}
+	for _, c := range d.counts {
+		if c.queue == queue {
+			return true
+		}
+	}
+	return false
 }
 
 // deadCopy reads a dead-lettered message that reached the tap's queue
