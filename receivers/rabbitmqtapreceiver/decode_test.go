@@ -352,6 +352,25 @@ func TestUnroutedPublishIsBroadcast(t *testing.T) {
 	obs := tr.take()
 	require.Len(t, obs, 1)
 	assert.Equal(t, tap.Broadcast, obs[0].Kind)
+	assert.Contains(t, obs[0].Attrs, tap.String(attrUnroutable, "true"))
+
+	// Sent to a queue by name, or through a direct exchange, and routed
+	// nowhere: a dead letter.
+	tr.topology.setExchanges("/", map[string]string{"orders": "direct", "events": "fanout"})
+	for _, exchange := range []string{"", "orders"} {
+		f = publishFrame(exchange, "missing", "m-"+exchange, nil)
+		f.routedQueues = []string{}
+		require.NoError(t, tr.frame("/", f, time.Unix(1795000000, 0)))
+		obs = tr.take()
+		assert.Equal(t, []string{"publish@", "dead_letter@"}, kindsOf(obs), exchange)
+		assert.Equal(t, reasonUnroutable, obs[1].Reason)
+		assert.NotContains(t, obs[0].Attrs, tap.String(attrUnroutable, "true"))
+	}
+	// Routed somewhere: a publish.
+	f = publishFrame("orders", "paid", "m3", nil)
+	f.routedQueues = []string{"paid"}
+	require.NoError(t, tr.frame("/", f, time.Unix(1795000000, 0)))
+	assert.Equal(t, []string{"publish@"}, kindsOf(tr.take()))
 }
 
 // TestTrackerDelayedRetryWithoutTopology: without the management API, a

@@ -92,6 +92,18 @@ func TestWorkload(t *testing.T) {
 		_ = ch.ExchangeDelete(p+"events", false, false)
 	})
 	require.NoError(t, ch.PublishWithContext(context.Background(), p+"events", "", false, false, amqp.Publishing{MessageId: p + "event-1", Body: []byte(`{}`)}))
+	// A message sent through a direct exchange with a key nothing is bound
+	// to, once the poller has read the exchange's type: lost.
+	require.NoError(t, ch.ExchangeDeclare(p+"direct", "direct", false, true, false, false, nil))
+	t.Cleanup(func() {
+		_, ch := dial(t)
+		_ = ch.ExchangeDelete(p+"direct", false, false)
+	})
+	polls := len(rt.metrics.AllMetrics())
+	eventually(t, 30*time.Second, "two polls after the exchange was declared", func() bool {
+		return len(rt.metrics.AllMetrics()) >= polls+2
+	})
+	require.NoError(t, ch.PublishWithContext(context.Background(), p+"direct", "nobody", false, false, amqp.Publishing{MessageId: p + "lost-1", Body: []byte(`{}`)}))
 	// Order 19 comes from an instrumented application.
 	traceID := pcommon.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
 	spanID := pcommon.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}
@@ -129,6 +141,7 @@ func TestWorkload(t *testing.T) {
 		"completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]",
 		"completed retries=0 dead_letters=0 hops=2 [rabbitmq/@audit:acked:1 rabbitmq/@work:acked:1]",
 		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",
+		"dead_lettered retries=0 dead_letters=1 hops=1 [rabbitmq/@:dead_lettered:0:unroutable]", // the message routed nowhere by a direct exchange
 		"dead_lettered retries=0 dead_letters=1 hops=2 [rabbitmq/@dead:acked:1 rabbitmq/@work:dead_lettered:1:rejected]",
 	}
 	var got []string

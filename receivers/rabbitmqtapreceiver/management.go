@@ -131,6 +131,22 @@ func (q *queueInfo) delayQueue() bool {
 	return ttl && dlx
 }
 
+// exchangeTypes are the types of a vhost's exchanges, by name.
+func (a *managementAPI) exchangeTypes(ctx context.Context, vhost string) (map[string]string, error) {
+	var es []struct {
+		Name string `json:"name"`
+		Type string `json:"type"`
+	}
+	if err := a.do(ctx, http.MethodGet, "/api/exchanges/"+url.PathEscape(vhost)+"?columns=name,type", nil, &es); err != nil {
+		return nil, err
+	}
+	types := make(map[string]string, len(es))
+	for _, e := range es {
+		types[e.Name] = e.Type
+	}
+	return types, nil
+}
+
 // binding is one binding from GET /api/exchanges/<vhost>/<name>/bindings/source.
 type binding struct {
 	Destination     string         `json:"destination"`
@@ -248,6 +264,11 @@ func (p *poller) once(ctx context.Context) {
 		seen := map[string]deadLetterState{} // dead-letter exchanges checked in this poll
 		if t.emitter.HasTraces() {
 			p.retries(ctx, vhost, qs)
+			if types, err := t.api.exchangeTypes(ctx, vhost); err == nil {
+				t.tracker.topology.setExchanges(vhost, types)
+			} else if ctx.Err() == nil {
+				failed = err
+			}
 		}
 		for i := range qs {
 			q := &qs[i]

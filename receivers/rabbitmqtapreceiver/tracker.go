@@ -14,7 +14,12 @@ const (
 	systemRabbitMQ = "rabbitmq"
 	systemCelery   = "celery"
 	// attrRoutingKey is the semantic conventions' RabbitMQ routing key.
-	attrRoutingKey   = "messaging.rabbitmq.destination.routing_key"
+	attrRoutingKey = "messaging.rabbitmq.destination.routing_key"
+	// attrUnroutable marks a broadcast routed to no queue.
+	attrUnroutable = "flowtrace.rabbitmq.unroutable"
+	// reasonUnroutable is the dead-letter reason of a message sent to a
+	// queue or a direct exchange and routed to no queue.
+	reasonUnroutable = "unroutable"
 	keyTaskID        = "task_id"
 	keyCorrelationID = "correlation_id"
 )
@@ -208,17 +213,32 @@ func (t *tracker) frame(vhost string, f *frame, now time.Time) error {
 	case framePublish:
 		o := id.obs
 		o.Kind = tap.Publish
-		if f.routedQueues != nil && len(f.routedQueues) == 0 {
-			// Routed to no queue: the broker dropped it, as pub/sub does
-			// with nobody subscribed. Nothing will receive it.
-			o.Kind = tap.Broadcast
-		}
 		o.Time = now
 		o.Destination = t.text(f.msg.exchange)
 		if o.Destination == "" && len(f.msg.routingKeys) > 0 {
 			o.Destination = t.text(f.msg.routingKeys[0]) // the default exchange routes to the queue of that name
 		}
+		unroutable := f.routedQueues != nil && len(f.routedQueues) == 0
+		if unroutable && !t.pointToPoint(vhost, f.msg.exchange) {
+			// Routed to no queue by a fanout, topic or headers exchange:
+			// the broker dropped it, as pub/sub does with nobody
+			// subscribed. Nothing will receive it.
+			o.Kind = tap.Broadcast
+			o.Attrs = append(o.Attrs[:len(o.Attrs):len(o.Attrs)], tap.String(attrUnroutable, "true"))
+		}
 		t.out = append(t.out, o)
+		if unroutable && o.Kind == tap.Publish {
+			// Sent to a queue by name (the default exchange) or by a
+			// direct exchange, and routed nowhere: the message was meant
+			// for someone and is lost.
+			dl := id.obs
+			dl.Kind = tap.DeadLetter
+			dl.Time = now
+			dl.Destination = o.Destination
+			dl.Reason = reasonUnroutable
+			dl.Attempt = 0
+			t.out = append(t.out, dl)
+		}
 		if id.parentID != "" && !t.acksLate {
 			// A task published from its parent's run: the parent was
 			// received and, Celery acking a task before it runs it
@@ -514,12 +534,38 @@ type topology struct {
 // delay queues).
 type queueKinds struct {
 	delay, retry map[string]bool
+	// exchanges are the types of the vhost's exchanges, by name.
+	exchanges map[string]string
 }
 
 func (t *topology) set(vhost string, delay, retry map[string]bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.vhosts[vhost] = queueKinds{delay: delay, retry: retry}
+	k := t.vhosts[vhost]
+	k.delay, k.retry = delay, retry
+	t.vhosts[vhost] = k
+}
+
+// setExchanges records the type of each exchange of a vhost.
+func (t *topology) setExchanges(vhost string, types map[string]string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := t.vhosts[vhost]
+	k.exchanges = types
+	t.vhosts[vhost] = k
+}
+
+func (t *topology) exchangeType(vhost, exchange string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.vhosts[vhost].exchanges[exchange]
+}
+
+// pointToPoint says whether a publish to the exchange is meant for a queue
+// (the default exchange, a direct exchange) rather than for whoever
+// subscribed (fanout, topic, headers, or an exchange of unknown type).
+func (t *tracker) pointToPoint(vhost, exchange string) bool {
+	return exchange == "" || t.topology.exchangeType(vhost, exchange) == "direct"
 }
 
 func (t *topology) kind(vhost, queue string) (delay, retry bool) {
