@@ -36,7 +36,7 @@ func TestCaptureFrames(t *testing.T) {
 	require.NoError(t, err)
 
 	_, w := dial(t)
-	declareWorkload(t, w, p)
+	declareWorkload(t, "/", w, p)
 	publish := func(queue string, msg amqp.Publishing) {
 		require.NoError(t, w.PublishWithContext(context.Background(), "", queue, false, false, msg))
 	}

@@ -2,8 +2,6 @@ package rabbitmqtapreceiver
 
 import (
 	"bytes"
-	"context"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -47,17 +45,15 @@ func TestCeleryChain(t *testing.T) {
 	if err := exec.Command(python, "-c", "import celery").Run(); err != nil {
 		t.Skipf("python3-celery is not installed: %v", err)
 	}
-	rt := startTap(t, "celery", nil)
+	// A vhost of its own: Celery declares exchanges of its own
+	// (celery.pidbox, one named after its queue), all deleted with it.
+	vhost := privateVHost(t, "celery")
+	rt := startTap(t, "celery", func(cfg *Config) { cfg.VHosts = []string{vhost} })
 	p := rt.prefix
 	queue := p + "tasks"
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "app.py"), []byte(celeryApp), 0o600))
-	env := append(os.Environ(), "FT_BROKER=amqp://guest:guest@"+amqpAddr(t)+"//", "FT_QUEUE="+queue, "PYTHONDONTWRITEBYTECODE=1")
-	t.Cleanup(func() {
-		// Celery declares an exchange named after its queue, too.
-		_ = rt.api.do(context.Background(), http.MethodDelete, "/api/queues/%2F/"+url.PathEscape(queue), nil, nil)
-		_ = rt.api.do(context.Background(), http.MethodDelete, "/api/exchanges/%2F/"+url.PathEscape(queue), nil, nil)
-	})
+	env := append(os.Environ(), "FT_BROKER=amqp://guest:guest@"+amqpAddr(t)+"/"+url.PathEscape(vhost), "FT_QUEUE="+queue, "PYTHONDONTWRITEBYTECODE=1")
 
 	var workerLog bytes.Buffer
 	worker := exec.Command(python, "-m", "celery", "-A", "app", "worker", "--pool=solo", "-Q", queue,

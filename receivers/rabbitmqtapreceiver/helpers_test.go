@@ -152,7 +152,7 @@ func startTapWith(t *testing.T, name string, mutate func(*Config), wrap func(con
 		rt.api.client.CloseIdleConnections()
 		require.NoError(t, rt.tel.Shutdown(context.Background()))
 	})
-	conn, _ := dial(t)
+	conn, _ := dialVHost(t, cfg.VHosts[0])
 	eventually(t, 30*time.Second, "the tap consumes its queue", func() bool {
 		return consumers(conn, cfg.Queue) == 1
 	})
@@ -250,7 +250,13 @@ func flowSummary(t testing.TB, prefix string, spans []ptrace.Traces, extra ...pt
 // dial connects a client of the workload.
 func dial(t testing.TB) (*amqp.Connection, *amqp.Channel) {
 	t.Helper()
-	conn, err := amqp.Dial("amqp://guest:guest@" + amqpAddr(t) + "/")
+	return dialVHost(t, "/")
+}
+
+// dialVHost connects a client of the workload to a vhost.
+func dialVHost(t testing.TB, vhost string) (*amqp.Connection, *amqp.Channel) {
+	t.Helper()
+	conn, err := amqp.DialConfig("amqp://guest:guest@"+amqpAddr(t), amqp.Config{Vhost: vhost})
 	require.NoError(t, err)
 	ch, err := conn.Channel()
 	require.NoError(t, err)
@@ -281,4 +287,20 @@ func counter(t testing.TB, tel *componenttest.Telemetry, name string) float64 {
 // flowHops is every hop the correlator builds from the spans.
 func flowHops(t testing.TB, spans []ptrace.Traces, extra ...ptrace.Traces) []model.Hop {
 	return taptest.Correlate(t, correlator.Config{}, append(spans, extra...)...).Hops
+}
+
+// privateVHost creates a vhost for one test, so the tap reading it sees
+// that test's traffic only; it is deleted after the test.
+func privateVHost(t *testing.T, name string) string {
+	t.Helper()
+	api := testAPI(managementAddr(t))
+	t.Cleanup(api.client.CloseIdleConnections)
+	vhost := strings.TrimSuffix(uniquePrefix(name), ".")
+	path := "/api/vhosts/" + url.PathEscape(vhost)
+	ctx := context.Background()
+	require.NoError(t, api.do(ctx, http.MethodPut, path, map[string]any{"description": "flowtrace test"}, nil))
+	t.Cleanup(func() { _ = api.do(ctx, http.MethodDelete, path, nil, nil) })
+	require.NoError(t, api.do(ctx, http.MethodPut, "/api/permissions/"+url.PathEscape(vhost)+"/guest",
+		map[string]any{"configure": ".*", "write": ".*", "read": ".*"}, nil))
+	return vhost
 }

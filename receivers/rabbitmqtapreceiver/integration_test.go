@@ -20,7 +20,7 @@ import (
 
 // declareWorkload declares a work queue that dead-letters to a fanout
 // exchange, the dead-letter queue behind it, an audit and an orders queue.
-func declareWorkload(t *testing.T, ch *amqp.Channel, p string) {
+func declareWorkload(t *testing.T, vhost string, ch *amqp.Channel, p string) {
 	t.Helper()
 	require.NoError(t, ch.ExchangeDeclare(p+"dlx", "fanout", false, true, false, false, nil))
 	for _, q := range []struct {
@@ -30,8 +30,8 @@ func declareWorkload(t *testing.T, ch *amqp.Channel, p string) {
 		_, err := ch.QueueDeclare(q.name, false, false, false, false, q.args)
 		require.NoError(t, err)
 		t.Cleanup(func() {
-			_, conn := dial(t)
-			_, _ = conn.QueueDelete(q.name, false, false, false)
+			_, ch := dialVHost(t, vhost)
+			_, _ = ch.QueueDelete(q.name, false, false, false)
 		})
 	}
 	require.NoError(t, ch.QueueBind(p+"dead", "", p+"dlx", false, nil))
@@ -55,14 +55,17 @@ func next(t *testing.T, ds <-chan amqp.Delivery) amqp.Delivery {
 // spans alone, then with the application's producer span.
 func TestWorkload(t *testing.T) {
 	t.Parallel()
-	rt := startTap(t, "workload", nil)
+	// A vhost of its own: the tap sees this workload only, so its
+	// counters are this workload's.
+	vhost := privateVHost(t, "workload")
+	rt := startTap(t, "workload", func(cfg *Config) { cfg.VHosts = []string{vhost} })
 	p := rt.prefix
-	_, ch := dial(t)
-	declareWorkload(t, ch, p)
+	_, ch := dialVHost(t, vhost)
+	declareWorkload(t, vhost, ch, p)
 	// The poller binds the tap's queue to the dead-letter exchange, so the
 	// dead letter is seen when it happens.
 	eventually(t, 30*time.Second, "the tap's queue is bound to the dead-letter exchange", func() bool {
-		bs, err := rt.api.bindings(context.Background(), "/", p+"dlx")
+		bs, err := rt.api.bindings(context.Background(), vhost, p+"dlx")
 		if err != nil {
 			return false
 		}
@@ -88,7 +91,7 @@ func TestWorkload(t *testing.T) {
 	// An event nobody listens to: routed to no queue.
 	require.NoError(t, ch.ExchangeDeclare(p+"events", "fanout", false, false, false, false, nil))
 	t.Cleanup(func() {
-		_, ch := dial(t)
+		_, ch := dialVHost(t, vhost)
 		_ = ch.ExchangeDelete(p+"events", false, false)
 	})
 	require.NoError(t, ch.PublishWithContext(context.Background(), p+"events", "", false, false, amqp.Publishing{MessageId: p + "event-1", Body: []byte(`{}`)}))
@@ -96,7 +99,7 @@ func TestWorkload(t *testing.T) {
 	// to, once the poller has read the exchange's type: lost.
 	require.NoError(t, ch.ExchangeDeclare(p+"direct", "direct", false, true, false, false, nil))
 	t.Cleanup(func() {
-		_, ch := dial(t)
+		_, ch := dialVHost(t, vhost)
 		_ = ch.ExchangeDelete(p+"direct", false, false)
 	})
 	polls := len(rt.metrics.AllMetrics())
@@ -111,7 +114,7 @@ func TestWorkload(t *testing.T) {
 	publish(p+"orders", amqp.Publishing{MessageId: p + "order-19", Body: []byte(`{"order":19}`),
 		Headers: amqp.Table{"traceparent": "00-" + traceID.String() + "-" + spanID.String() + "-01"}})
 
-	_, consumer := dial(t)
+	_, consumer := dialVHost(t, vhost)
 	require.NoError(t, consumer.Qos(1, 0, false))
 	work, err := consumer.Consume(p+"work", "", false, false, false, false, nil)
 	require.NoError(t, err)
@@ -200,7 +203,7 @@ func TestWorkload(t *testing.T) {
 							broker, _ := a.Get("broker")
 							system, _ := a.Get("system")
 							group, _ := a.Get("consumer_group")
-							assert.Equal(t, "/", broker.Str())
+							assert.Equal(t, vhost, broker.Str())
 							assert.Equal(t, systemRabbitMQ, system.Str())
 							assert.Equal(t, p+"work", group.Str())
 							names[ms.At(k).Name()] = true

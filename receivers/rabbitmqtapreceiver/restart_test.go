@@ -39,10 +39,23 @@ func (g *gate) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	return g.Traces.ConsumeTraces(ctx, td)
 }
 
+// rabbitmqctlTimeout bounds one rabbitmqctl command: a broker that does
+// not come back must not hang the tests.
+const rabbitmqctlTimeout = 2 * time.Minute
+
 func rabbitmqctl(t *testing.T, args ...string) {
 	t.Helper()
-	out, err := exec.Command("rabbitmqctl", args...).CombinedOutput()
-	require.NoError(t, err, "rabbitmqctl %v: %s", args, out)
+	require.NoError(t, runRabbitmqctl(args...))
+}
+
+func runRabbitmqctl(args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), rabbitmqctlTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("rabbitmqctl %v: %w: %s", args, err, out)
+	}
+	return nil
 }
 
 // TestBrokerRestart restarts the broker while the tap's queue holds frames
@@ -91,7 +104,12 @@ func TestBrokerRestart(t *testing.T) {
 
 	t.Cleanup(func() {
 		// Whatever happened, leave the broker running for others.
-		_ = exec.Command("rabbitmqctl", "start_app").Run()
+		if err := runRabbitmqctl("start_app"); err != nil {
+			t.Error(err)
+		}
+		if err := runRabbitmqctl("await_startup"); err != nil {
+			t.Error(err)
+		}
 	})
 	rabbitmqctl(t, "stop_app")
 	rabbitmqctl(t, "start_app")
@@ -111,7 +129,7 @@ func TestBrokerRestart(t *testing.T) {
 		slices.Sort(kinds)
 		assert.Equal(t, []string{"receive", "send"}, kinds, id)
 	}
-	assert.GreaterOrEqual(t, counter(t, rt.tel, "flowtrace.tap.gap_seconds"), 0.0)
+	assert.Positive(t, counter(t, rt.tel, "flowtrace.tap.gap_seconds"), "the gap lasted")
 
 	want := make([]string, before+after)
 	for i := range want {
@@ -161,7 +179,7 @@ func TestDeadLetterAfterQueueDeleted(t *testing.T) {
 	rt := startTap(t, "rebind", nil)
 	p := rt.prefix
 	_, ch := dial(t)
-	declareWorkload(t, ch, p)
+	declareWorkload(t, "/", ch, p)
 	boundToDLX := func() bool {
 		bs, err := rt.api.bindings(context.Background(), "/", p+"dlx")
 		if err != nil {
