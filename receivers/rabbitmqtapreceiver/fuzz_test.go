@@ -21,6 +21,7 @@ func FuzzFirehoseFrame(f *testing.F) {
 		tr := newTracker("own", false, 16, func(error) {})
 		spans := tap.NewSpans(systemRabbitMQ, "fuzz")
 		now := time.Unix(1795000000, 0)
+		_ = frameDigest(&amqp.Delivery{Exchange: exchange, RoutingKey: routingKey, Headers: headers, Body: body})
 		fr, err := decodeFrame(routingKey, headers, body)
 		if err != nil {
 			if reasonOf(err) == "" {
