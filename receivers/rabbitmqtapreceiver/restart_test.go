@@ -235,4 +235,7 @@ func TestQueueBounded(t *testing.T) {
 	rt = startTap(t, "unbounded", func(cfg *Config) { cfg.Queue = old })
 	conn, _ := dial(t)
 	assert.Equal(t, 1, consumers(conn, old))
+	q = queueInfo{}
+	require.NoError(t, rt.api.do(context.Background(), "GET", "/api/queues/%2F/"+url.PathEscape(rt.cfg.Queue), nil, &q))
+	assert.NotContains(t, q.Arguments, "x-max-length-bytes", "the queue is used as it is")
 }
