@@ -111,3 +111,13 @@ func TestMarkerToken(t *testing.T) {
 	assert.Empty(t, rt.handle(context.Background(), marker("")).obs)
 	assert.Equal(t, []string{"settle@work:ack"}, kindsOf(rt.handle(context.Background(), marker(rt.markerToken)).obs))
 }
+
+// TestManagementEndpointTrimmed: a trailing slash of the management
+// endpoint does not double the slash of every request path.
+func TestManagementEndpointTrimmed(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.Management.Endpoint = "http://127.0.0.1:15672/"
+	rt, err := newRabbitTap(cfg, receivertest.NewNopSettings(metadata.Type))
+	require.NoError(t, err)
+	assert.Equal(t, "http://127.0.0.1:15672", rt.api.endpoint)
+}
