@@ -352,7 +352,7 @@ func TestUnroutedPublishIsBroadcast(t *testing.T) {
 	obs := tr.take()
 	require.Len(t, obs, 1)
 	assert.Equal(t, tap.Broadcast, obs[0].Kind)
-	assert.Contains(t, obs[0].Attrs, tap.String(attrUnroutable, "true"))
+	assert.Contains(t, obs[0].Attrs, tap.Bool(attrUnroutable, true))
 
 	// Sent to a queue by name, or through a direct exchange, and routed
 	// nowhere: a dead letter.
@@ -364,7 +364,7 @@ func TestUnroutedPublishIsBroadcast(t *testing.T) {
 		obs = tr.take()
 		assert.Equal(t, []string{"publish@", "dead_letter@"}, kindsOf(obs), exchange)
 		assert.Equal(t, reasonUnroutable, obs[1].Reason)
-		assert.NotContains(t, obs[0].Attrs, tap.String(attrUnroutable, "true"))
+		assert.NotContains(t, obs[0].Attrs, tap.Bool(attrUnroutable, true))
 	}
 	// Routed somewhere: a publish.
 	f = publishFrame("orders", "paid", "m3", nil)

@@ -224,7 +224,7 @@ func (t *tracker) frame(vhost string, f *frame, now time.Time) error {
 			// the broker dropped it, as pub/sub does with nobody
 			// subscribed. Nothing will receive it.
 			o.Kind = tap.Broadcast
-			o.Attrs = append(o.Attrs[:len(o.Attrs):len(o.Attrs)], tap.String(attrUnroutable, "true"))
+			o.Attrs = append(o.Attrs[:len(o.Attrs):len(o.Attrs)], tap.Bool(attrUnroutable, true))
 		}
 		t.out = append(t.out, o)
 		if unroutable && o.Kind == tap.Publish {

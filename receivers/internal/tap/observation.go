@@ -83,16 +83,30 @@ type Observation struct {
 	Attrs []Attr
 }
 
-// Attr is one extra span attribute: a string or an integer.
+// Attr is one extra span attribute: a string, an integer or a boolean.
 type Attr struct {
-	Key   string
-	Str   string
-	Int   int64
-	IsInt bool
+	Key  string
+	Str  string
+	Int  int64
+	Bool bool
+	Type AttrType
 }
+
+// AttrType says which of an Attr's values it holds.
+type AttrType uint8
+
+// The types of Attr.
+const (
+	StringAttr AttrType = iota
+	IntAttr
+	BoolAttr
+)
 
 // String is a string attribute.
 func String(key, value string) Attr { return Attr{Key: key, Str: value} }
 
 // Int is an integer attribute.
-func Int(key string, value int64) Attr { return Attr{Key: key, Int: value, IsInt: true} }
+func Int(key string, value int64) Attr { return Attr{Key: key, Int: value, Type: IntAttr} }
+
+// Bool is a boolean attribute.
+func Bool(key string, value bool) Attr { return Attr{Key: key, Bool: value, Type: BoolAttr} }

@@ -196,9 +196,12 @@ func (s *Spans) Add(o *Observation) error {
 		}
 	}
 	for _, a := range o.Attrs {
-		if a.IsInt {
+		switch a.Type {
+		case IntAttr:
 			attrs.PutInt(a.Key, a.Int)
-		} else {
+		case BoolAttr:
+			attrs.PutBool(a.Key, a.Bool)
+		default:
 			attrs.PutStr(a.Key, a.Str)
 		}
 	}

@@ -192,7 +192,7 @@ func TestSpanAttributes(t *testing.T) {
 	o.Outcome, o.Inferred, o.Attempt, o.Operation, o.BodySize = tap.Nack, true, 2, "tasks.charge", 512
 	o.Service = "billing"
 	o.Keys = []model.Key{{Kind: "task_id", Value: "t-1"}, {Kind: "", Value: "dropped"}}
-	o.Attrs = []tap.Attr{tap.String("messaging.rabbitmq.destination.routing_key", "orders.eu"), tap.Int("messaging.kafka.offset", 7)}
+	o.Attrs = []tap.Attr{tap.String("messaging.rabbitmq.destination.routing_key", "orders.eu"), tap.Int("messaging.kafka.offset", 7), tap.Bool("flowtrace.rabbitmq.unroutable", true)}
 	td := spans(t, o)
 	rs := td.ResourceSpans().At(0)
 	assert.Equal(t, map[string]any{"service.name": "billing", tap.AttrTap: "test"}, rs.Resource().Attributes().AsRaw())
@@ -213,6 +213,7 @@ func TestSpanAttributes(t *testing.T) {
 		"flowtrace.key.task_id":                      "t-1",
 		"messaging.rabbitmq.destination.routing_key": "orders.eu",
 		"messaging.kafka.offset":                     int64(7),
+		"flowtrace.rabbitmq.unroutable":              true,
 	}, span.Attributes().AsRaw())
 }
 
