@@ -25,7 +25,7 @@ import (
 // stored as samples.
 func TestBrokerTapBuildsStoredFlows(t *testing.T) {
 	t.Setenv(dataDirEnv, "")
-	addr := os.Getenv("NATS_ADDR")
+	addr := os.Getenv("FLOWTRACE_NATS")
 	if addr == "" {
 		addr = "127.0.0.1:4222"
 	}
@@ -33,7 +33,7 @@ func TestBrokerTapBuildsStoredFlows(t *testing.T) {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("no NATS server at %s: %v", addr, err)
 		}
-		t.Skipf("no NATS server at %s (set NATS_ADDR): %v", addr, err)
+		t.Skipf("no NATS server at %s (set FLOWTRACE_NATS): %v", addr, err)
 	} else {
 		_ = conn.Close()
 	}

@@ -27,10 +27,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// localNATS is the address of the shared local server (NATS_ADDR), with
+// localNATS is the address of the shared local server (FLOWTRACE_NATS), with
 // JetStream.
 func localNATS(t testing.TB) string {
-	return "nats://" + taptest.Addr(t, "NATS_ADDR", "127.0.0.1:4222")
+	return "nats://" + taptest.Addr(t, "FLOWTRACE_NATS", "127.0.0.1:4222")
 }
 
 // uniqueName is a stream or subject prefix of its own for one test run.
