@@ -59,6 +59,7 @@ func newCommand() *cobra.Command {
 					envprovider.NewFactory(),
 					fileprovider.NewFactory(),
 					yamlprovider.NewFactory(),
+					newDefaultProviderFactory(),
 				},
 			},
 		},
@@ -67,7 +68,7 @@ func newCommand() *cobra.Command {
 	cmd.Long = "flowtrace is an OpenTelemetry Collector distribution that stitches asynchronous " +
 		"messages into end-to-end flows.\n\n" +
 		"Without --config it runs an embedded all-in-one default that listens on 127.0.0.1 only; " +
-		"`flowtrace print-config` shows it."
+		"`flowtrace print-config` shows it; --config=" + defaultURI + " names it, to add files of your own to it."
 	cmd.SetVersionTemplate("{{versionText}}")
 
 	cmd.PersistentFlags().String(dataDirFlag, defaultDataDir,

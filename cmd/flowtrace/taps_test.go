@@ -114,6 +114,9 @@ func TestBrokerTapBuildsStoredFlows(t *testing.T) {
 // default is a configuration flowtrace accepts.
 func TestTapsConfigValidates(t *testing.T) {
 	t.Setenv("RABBITMQ_TAP_PASSWORD", "guest")
-	out, err := execute(t, "validate", "--config=yaml:"+defaultConfig, "--config=file:../../deploy/flowtrace-taps.yaml")
+	out, err := execute(t, "validate", "--config="+defaultURI, "--config=file:../../deploy/flowtrace-taps.yaml")
 	require.NoError(t, err, out)
+
+	_, err = execute(t, "validate", "--config=flowtrace:other")
+	assert.ErrorContains(t, err, "knows only flowtrace:default")
 }
