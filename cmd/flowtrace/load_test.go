@@ -30,7 +30,8 @@ import (
 // the same binary and workload through a plain OTLP → batch → nop pipeline,
 // for the overhead ratio; FLOWTRACE_LOAD_DATA_DIR=/dev/shm puts the data
 // directory there; FLOWTRACE_LOAD_TRACE=1 logs every marker's latency;
-// FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
+// FLOWTRACE_LOAD_SET='key=value;key=value' adds --set overrides (for tuning
+// experiments); FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
 // loaded process's pprof there. Results go to the test log;
 // docs/BENCHMARKS.md has the figures.
 
@@ -154,6 +155,12 @@ service:
 		// Profiles of the loaded process: go tool pprof http://<endpoint>/debug/pprof/profile
 		extra = append(extra, "--set=extensions.pprof.endpoint="+endpoint,
 			"--set=service.extensions=[health_check, segment_storage, flowstorage, flowtrace_web, pprof]")
+	}
+	// Tuning experiments: FLOWTRACE_LOAD_SET='exporters.clickhouse.timeout=10s;...'
+	for _, set := range strings.Split(os.Getenv("FLOWTRACE_LOAD_SET"), ";") {
+		if set = strings.TrimSpace(set); set != "" {
+			extra = append(extra, "--set="+set)
+		}
 	}
 	child := startChildWith(t, dataDir, ports, true, extra...) // on CPU 0 alone, GOMAXPROCS=1
 
