@@ -3,10 +3,9 @@ package correlator
 import (
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/flowtrace/flowtrace/correlator/destpattern"
 )
 
 // Config tunes an Engine. Zero fields take their defaults.
@@ -84,64 +83,14 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max_in_flight_flows: must not be negative, got %d", c.MaxInFlightFlows))
 	}
 	for i, p := range c.RetryDestinations {
-		if _, err := compilePattern(p, true); err != nil {
+		if _, err := destpattern.Compile(p, true); err != nil {
 			errs = append(errs, fmt.Errorf("retry_destinations[%d]: %w", i, err))
 		}
 	}
 	for i, p := range c.DeadLetterDestinations {
-		if _, err := compilePattern(p, false); err != nil {
+		if _, err := destpattern.Compile(p, false); err != nil {
 			errs = append(errs, fmt.Errorf("dead_letter_destinations[%d]: %w", i, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// destinationPattern matches a retry or dead-letter destination.
-type destinationPattern struct {
-	re *regexp.Regexp
-	// literals are the pattern's fixed parts: a destination missing one
-	// cannot match, which spares most destinations the regular expression.
-	literals []string
-}
-
-// compilePattern turns "{topic}.retry.{attempt}" into a regular expression.
-func compilePattern(pattern string, withAttempt bool) (destinationPattern, error) {
-	if strings.Count(pattern, "{topic}") != 1 {
-		return destinationPattern{}, fmt.Errorf("%q: needs {topic} exactly once", pattern)
-	}
-	if withAttempt != (strings.Count(pattern, "{attempt}") == 1) {
-		if withAttempt {
-			return destinationPattern{}, fmt.Errorf("%q: needs {attempt} exactly once", pattern)
-		}
-		return destinationPattern{}, fmt.Errorf("%q: {attempt} has no meaning here", pattern)
-	}
-	expr := regexp.QuoteMeta(pattern)
-	expr = strings.Replace(expr, regexp.QuoteMeta("{topic}"), "(?P<topic>.+?)", 1)
-	expr = strings.Replace(expr, regexp.QuoteMeta("{attempt}"), "(?P<attempt>[0-9]+)", 1)
-	re, err := regexp.Compile("^" + expr + "$")
-	if err != nil {
-		return destinationPattern{}, fmt.Errorf("%q: %w", pattern, err)
-	}
-	literals := strings.FieldsFunc(strings.NewReplacer("{topic}", "\x00", "{attempt}", "\x00").Replace(pattern),
-		func(r rune) bool { return r == 0 })
-	return destinationPattern{re: re, literals: literals}, nil
-}
-
-// match returns the base destination and the retry number (0 without one).
-func (p destinationPattern) match(destination string) (string, int, bool) {
-	for _, literal := range p.literals {
-		if !strings.Contains(destination, literal) {
-			return "", 0, false
-		}
-	}
-	m := p.re.FindStringSubmatch(destination)
-	if m == nil {
-		return "", 0, false
-	}
-	base := m[p.re.SubexpIndex("topic")]
-	attempt := 0
-	if i := p.re.SubexpIndex("attempt"); i >= 0 {
-		attempt, _ = strconv.Atoi(m[i])
-	}
-	return base, attempt, true
 }

@@ -294,33 +294,6 @@ func TestRestoreRefusesGarbage(t *testing.T) {
 	require.ErrorContains(t, e.Restore(bytes.NewReader([]byte("not a checkpoint"))), "read checkpoint")
 }
 
-func TestDestinationPatterns(t *testing.T) {
-	retry, err := compilePattern("{topic}.retry.{attempt}", true)
-	require.NoError(t, err)
-	for dest, want := range map[string]struct {
-		base    string
-		attempt int
-		ok      bool
-	}{
-		"orders.retry.2":       {"orders", 2, true},
-		"a.b.retry.10":         {"a.b", 10, true},
-		"orders":               {},
-		"orders.retry.":        {},
-		"orders.retry.x":       {},
-		"retry.orders.retry.1": {"retry.orders", 1, true},
-	} {
-		base, attempt, ok := retry.match(dest)
-		assert.Equal(t, want.ok, ok, dest)
-		assert.Equal(t, want.base, base, dest)
-		assert.Equal(t, want.attempt, attempt, dest)
-	}
-	dlq, err := compilePattern("{topic}.dlq", false)
-	require.NoError(t, err)
-	base, _, ok := dlq.match("orders.dlq")
-	assert.True(t, ok)
-	assert.Equal(t, "orders", base)
-}
-
 // quietFlow publishes one message nobody receives and lets it go stuck.
 func quietFlow(t *testing.T, e *Engine, id string, at time.Time) {
 	t.Helper()

@@ -1,6 +1,9 @@
 package correlator
 
-import "github.com/flowtrace/flowtrace/model"
+import (
+	"github.com/flowtrace/flowtrace/correlator/destpattern"
+	"github.com/flowtrace/flowtrace/model"
+)
 
 // identifier computes what events are joined by: their kind after the
 // destination patterns, their identity hashes and their flow-key hashes. The
@@ -8,8 +11,8 @@ import "github.com/flowtrace/flowtrace/model"
 // Owned by one goroutine.
 type identifier struct {
 	hash       hasher
-	retry      []destinationPattern
-	deadLetter []destinationPattern
+	retry      []destpattern.Pattern
+	deadLetter []destpattern.Pattern
 	scratch    []uint64
 }
 
@@ -17,11 +20,11 @@ type identifier struct {
 func newIdentifier(cfg Config) identifier {
 	x := identifier{hash: newHasher()}
 	for _, p := range cfg.RetryDestinations {
-		compiled, _ := compilePattern(p, true)
+		compiled, _ := destpattern.Compile(p, true)
 		x.retry = append(x.retry, compiled)
 	}
 	for _, p := range cfg.DeadLetterDestinations {
-		compiled, _ := compilePattern(p, false)
+		compiled, _ := destpattern.Compile(p, false)
 		x.deadLetter = append(x.deadLetter, compiled)
 	}
 	return x
@@ -38,14 +41,14 @@ func (x *identifier) normalize(ev *model.Event) (model.EventKind, string, uint16
 		return "", "", 0
 	}
 	for _, p := range x.retry {
-		if base, retry, ok := p.match(dest); ok {
+		if base, retry, ok := p.Match(dest); ok {
 			dest, attempt = base, max(attempt, uint16(min(retry+1, 1<<16-1)))
 			break
 		}
 	}
 	if kind == model.EventPublish {
 		for _, p := range x.deadLetter {
-			if base, _, ok := p.match(dest); ok {
+			if base, _, ok := p.Match(dest); ok {
 				kind, dest = model.EventDeadLetter, base
 				break
 			}

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/config/configtls"
 
+	"github.com/flowtrace/flowtrace/correlator/destpattern"
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 )
 
@@ -251,12 +252,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("traceparent_header: must not be empty"))
 	}
 	for i, p := range c.RetryTopics {
-		if _, err := compilePattern(p, true); err != nil {
+		if _, err := destpattern.Compile(p, true); err != nil {
 			errs = append(errs, fmt.Errorf("retry_topics[%d]: %w", i, err))
 		}
 	}
 	for i, p := range c.DeadLetterTopics {
-		if _, err := compilePattern(p, false); err != nil {
+		if _, err := destpattern.Compile(p, false); err != nil {
 			errs = append(errs, fmt.Errorf("dead_letter_topics[%d]: %w", i, err))
 		}
 	}

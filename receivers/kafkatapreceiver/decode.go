@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/flowtrace/flowtrace/correlator/destpattern"
 	"github.com/flowtrace/flowtrace/model"
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 )
@@ -106,8 +107,8 @@ type decoder struct {
 	recordKey         bool
 	traceparentHeader string
 	orig              OriginalHeaders
-	retry             []topicPattern
-	deadLetter        []topicPattern
+	retry             []destpattern.Pattern
+	deadLetter        []destpattern.Pattern
 
 	origins     map[string]string // retry record id → id of the message it carries on
 	originOrder []string          // origins' keys, oldest first, as a ring
@@ -126,11 +127,11 @@ func newDecoder(cfg *Config) *decoder {
 		origins:           map[string]string{},
 	}
 	for _, p := range cfg.RetryTopics {
-		compiled, _ := compilePattern(p, true)
+		compiled, _ := destpattern.Compile(p, true)
 		d.retry = append(d.retry, compiled)
 	}
 	for _, p := range cfg.DeadLetterTopics {
-		compiled, _ := compilePattern(p, false)
+		compiled, _ := destpattern.Compile(p, false)
 		d.deadLetter = append(d.deadLetter, compiled)
 	}
 	return d
@@ -139,12 +140,12 @@ func newDecoder(cfg *Config) *decoder {
 // classify says what a topic's records stand for, and of which base topic.
 func (d *decoder) classify(topic string) (recordKind, string, int) {
 	for _, p := range d.deadLetter {
-		if base, _, ok := p.match(topic); ok {
+		if base, _, ok := p.Match(topic); ok {
 			return recordDeadLetter, base, 0
 		}
 	}
 	for _, p := range d.retry {
-		if base, retry, ok := p.match(topic); ok {
+		if base, retry, ok := p.Match(topic); ok {
 			return recordRetry, base, retry + 1
 		}
 	}
