@@ -22,6 +22,8 @@ import (
 
 var testType = component.MustNewType("test_tap")
 
+type testConfig struct{ Endpoint string }
+
 // testTap is the smallest tap: it only has an emitter.
 type testTap struct {
 	component.StartFunc
@@ -33,7 +35,7 @@ func (t *testTap) Emitter() *tap.Emitter { return t.emitter }
 
 func newTestFactory(created *int) receiver.Factory {
 	return tap.NewFactory(testType, component.StabilityLevelAlpha,
-		func() component.Config { return &struct{}{} },
+		func() component.Config { return &testConfig{} },
 		func(set receiver.Settings, _ component.Config) (*testTap, error) {
 			*created++
 			tel, err := tap.NewTelemetry(set.TelemetrySettings, "test", "scope")
@@ -66,9 +68,10 @@ func emitterWith(t *testing.T, next consumer.Traces) *tap.Emitter {
 	created := 0
 	f := newTestFactory(&created)
 	set := receivertest.NewNopSettings(testType)
-	r, err := f.CreateTraces(context.Background(), set, f.CreateDefaultConfig(), next)
+	cfg := f.CreateDefaultConfig()
+	r, err := f.CreateTraces(context.Background(), set, cfg, next)
 	require.NoError(t, err)
-	m, err := f.CreateMetrics(context.Background(), set, f.CreateDefaultConfig(), consumertest.NewNop())
+	m, err := f.CreateMetrics(context.Background(), set, cfg, consumertest.NewNop())
 	require.NoError(t, err)
 	assert.Same(t, r, m, "one tap for both signals")
 	assert.Equal(t, 1, created)
@@ -85,6 +88,20 @@ func oneSpan(t *testing.T) *tap.Spans {
 	o := rabbit(tap.Publish, 0)
 	require.NoError(t, s.Add(&o))
 	return s
+}
+
+// A reload builds receivers anew from new configurations: a tap left over
+// from an earlier build (never shut down) is not handed out again.
+func TestNewConfigurationNewTap(t *testing.T) {
+	created := 0
+	f := newTestFactory(&created)
+	set := receivertest.NewNopSettings(testType)
+	first, err := f.CreateTraces(context.Background(), set, f.CreateDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	second, err := f.CreateTraces(context.Background(), set, f.CreateDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	assert.NotSame(t, first, second)
+	assert.Equal(t, 2, created)
 }
 
 func TestEmitterRetriesUntilTaken(t *testing.T) {

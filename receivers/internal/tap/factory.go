@@ -15,7 +15,7 @@ type Receiver interface {
 }
 
 // NewFactory returns the factory of a tap with a traces and a metrics
-// receiver that share one tap (one broker connection) per component id.
+// receiver that share one tap (one broker connection) per component.
 // create builds the tap from its configuration.
 func NewFactory[T Receiver](typ component.Type, stability component.StabilityLevel,
 	createDefaultConfig component.CreateDefaultConfigFunc,
@@ -23,7 +23,7 @@ func NewFactory[T Receiver](typ component.Type, stability component.StabilityLev
 ) receiver.Factory {
 	var shared Shared[T]
 	handle := func(set receiver.Settings, cfg component.Config) (*Handle[T], error) {
-		return shared.Get(set.ID, func() (T, error) { return create(set, cfg) })
+		return shared.Get(set.ID, cfg, func() (T, error) { return create(set, cfg) })
 	}
 	return receiver.NewFactory(typ, createDefaultConfig,
 		receiver.WithTraces(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Traces) (receiver.Traces, error) {

@@ -7,11 +7,19 @@ import (
 	"go.opentelemetry.io/collector/component"
 )
 
-// Shared hands the traces and the metrics receiver of one component id the
-// same tap, so one broker connection feeds both pipelines.
+// Shared hands the traces and the metrics receiver of one component the
+// same tap, so one broker connection feeds both pipelines. It is keyed by
+// the component's id and its configuration, which the collector hands both
+// receivers: after a reload (new configurations) a tap that was never shut
+// down — its pipelines failed to build — is not handed out again.
 type Shared[T component.Component] struct {
 	mu   sync.Mutex
-	taps map[component.ID]*Handle[T]
+	taps map[sharedKey]*Handle[T]
+}
+
+type sharedKey struct {
+	id  component.ID
+	cfg component.Config
 }
 
 // Handle is the receiver the collector holds: it starts its tap once and
@@ -24,11 +32,13 @@ type Handle[T component.Component] struct {
 	release  func()
 }
 
-// Get returns the handle of id, creating its tap with create the first time.
-func (s *Shared[T]) Get(id component.ID, create func() (T, error)) (*Handle[T], error) {
+// Get returns the handle of the component id with configuration cfg,
+// creating its tap with create the first time.
+func (s *Shared[T]) Get(id component.ID, cfg component.Config, create func() (T, error)) (*Handle[T], error) {
+	key := sharedKey{id, cfg}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if h, ok := s.taps[id]; ok {
+	if h, ok := s.taps[key]; ok {
 		return h, nil
 	}
 	t, err := create()
@@ -36,15 +46,15 @@ func (s *Shared[T]) Get(id component.ID, create func() (T, error)) (*Handle[T], 
 		return nil, err
 	}
 	if s.taps == nil {
-		s.taps = map[component.ID]*Handle[T]{}
+		s.taps = map[sharedKey]*Handle[T]{}
 	}
 	h := &Handle[T]{Tap: t}
 	h.release = func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		delete(s.taps, id)
+		delete(s.taps, key)
 	}
-	s.taps[id] = h
+	s.taps[key] = h
 	return h, nil
 }
 
