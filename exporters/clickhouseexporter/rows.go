@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
@@ -87,10 +88,10 @@ func (r *rows) MergeSplit(_ context.Context, maxSize int, sizer exporterhelper.R
 		if !ok {
 			return nil, fmt.Errorf("clickhouse exporter: cannot merge a %T", other)
 		}
-		r.events = append(r.events, o.events...)
-		r.hops = append(r.hops, o.hops...)
-		r.flows = append(r.flows, o.flows...)
-		r.backlog = append(r.backlog, o.backlog...)
+		r.events = appendRows(r.events, o.events, maxSize)
+		r.hops = appendRows(r.hops, o.hops, maxSize)
+		r.flows = appendRows(r.flows, o.flows, maxSize)
+		r.backlog = appendRows(r.backlog, o.backlog, maxSize)
 		r.bytes = 0
 	}
 	if maxSize <= 0 || r.ItemsCount() <= maxSize {
@@ -107,6 +108,24 @@ func (r *rows) MergeSplit(_ context.Context, maxSize int, sizer exporterhelper.R
 		parts = append(parts, part)
 	}
 	return parts, nil
+}
+
+// appendRows appends src to dst. A batch grows by small requests up to
+// batchSize rows: when dst must grow, it grows eightfold (at most to
+// batchSize), not by doubling, which would copy every row several times on
+// the way; a batch of a few rows stays small.
+func appendRows[T any](dst, src []T, batchSize int) []T {
+	if len(src) == 0 {
+		return dst
+	}
+	if need := len(dst) + len(src); need > cap(dst) {
+		grow := 8 * need
+		if batchSize > 0 {
+			grow = max(need, min(grow, batchSize))
+		}
+		dst = slices.Grow(dst, grow-len(dst))
+	}
+	return append(dst, src...)
 }
 
 // cut takes up to *room elements off the front of s.

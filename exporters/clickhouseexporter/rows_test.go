@@ -3,6 +3,7 @@ package clickhouseexporter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -102,4 +103,41 @@ func FuzzUnmarshalRows(f *testing.F) {
 		require.NoError(t, err)
 		assert.Equal(t, req.ItemsCount(), req2.ItemsCount())
 	})
+}
+
+func TestAppendRowsGrowsTowardsTheBatch(t *testing.T) {
+	small := appendRows([]int(nil), []int{1, 2}, 100_000)
+	assert.Equal(t, []int{1, 2}, small)
+	assert.LessOrEqual(t, cap(small), 16, "a few rows stay small")
+
+	big := appendRows(make([]int, 20_000), make([]int, 1_000), 100_000)
+	assert.Len(t, big, 21_000)
+	assert.GreaterOrEqual(t, cap(big), 100_000, "grown to the batch at once")
+	assert.Less(t, cap(big), 110_000, "and not far past it")
+	again := appendRows(big, make([]int, 1_000), 100_000)
+	assert.Equal(t, &big[0], &again[0], "no copy while there is room")
+
+	unbounded := appendRows(make([]int, 10), make([]int, 10), 0)
+	assert.GreaterOrEqual(t, cap(unbounded), 20)
+}
+
+// BenchmarkMergeSplit gathers a batch as the sending queue does: requests of
+// 1,200 spans' rows merged one by one up to 100,000.
+func BenchmarkMergeSplit(b *testing.B) {
+	const request, batch = 1_200, 100_000
+	parts := make([]*rows, batch/request)
+	for i := range parts {
+		parts[i] = &rows{events: sampleRows(1).events[:1:1]}
+		parts[i].events = slices.Repeat(parts[i].events, request)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		acc := &rows{}
+		for _, p := range parts {
+			if _, err := acc.MergeSplit(context.Background(), batch, exporterhelper.RequestSizerTypeItems, p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*len(parts)*request)/b.Elapsed().Seconds(), "rows/s")
 }
