@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,10 +18,10 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/extension/extensiontest"
 	"go.uber.org/goleak"
 
+	"github.com/flowtrace/flowtrace/internal/configtest"
 	"github.com/flowtrace/flowtrace/model"
 	"github.com/flowtrace/flowtrace/storage"
 	"github.com/flowtrace/flowtrace/storage/flowstorage"
@@ -34,19 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestConfig(t *testing.T) {
-	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
-	require.NoError(t, err)
-	load := func(name string) *Config {
-		id := component.NewID(metadata.Type)
-		if name != "" {
-			id = component.NewIDWithName(metadata.Type, name)
-		}
-		sub, err := cm.Sub(id.String())
-		require.NoError(t, err)
-		cfg := createDefaultConfig()
-		require.NoError(t, sub.Unmarshal(cfg))
-		return cfg
-	}
+	load := func(name string) *Config { return configtest.Load(t, metadata.Type, name, createDefaultConfig) }
 	def := load("")
 	require.NoError(t, confmap.Validate(def))
 	assert.Equal(t, "127.0.0.1:8686", def.NetAddr.Endpoint)
@@ -56,7 +43,7 @@ func TestConfig(t *testing.T) {
 	assert.Equal(t, "central", custom.Backend)
 	assert.Equal(t, []string{"flowtrace.internal"}, custom.AllowedHosts)
 	assert.True(t, custom.TLS.HasValue())
-	err = confmap.Validate(load("bad"))
+	err := confmap.Validate(load("bad"))
 	assert.ErrorContains(t, err, "endpoint: must not be empty")
 	assert.ErrorContains(t, err, "backend: must not be empty")
 }

@@ -14,12 +14,12 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
-	"go.opentelemetry.io/collector/confmap/confmaptest"
 	"go.opentelemetry.io/collector/extension/extensiontest"
 	"go.opentelemetry.io/collector/extension/xextension/storage"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
+	"github.com/flowtrace/flowtrace/internal/configtest"
 	"github.com/flowtrace/flowtrace/storage/segmentstorage/internal/metadata"
 )
 
@@ -28,22 +28,14 @@ func TestMain(m *testing.M) {
 }
 
 func TestConfig(t *testing.T) {
-	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
-	require.NoError(t, err)
-	load := func(name string) *Config {
-		sub, err := cm.Sub(component.NewIDWithName(metadata.Type, name).String())
-		require.NoError(t, err)
-		cfg := createDefaultConfig()
-		require.NoError(t, sub.Unmarshal(cfg))
-		return cfg
-	}
+	load := func(name string) *Config { return configtest.Load(t, metadata.Type, name, createDefaultConfig) }
 	def := load("")
 	require.NoError(t, confmap.Validate(def))
 	assert.Equal(t, &Config{Directory: "/var/lib/flowtrace/queue", SegmentSize: 64 << 20}, def)
 	custom := load("custom")
 	require.NoError(t, confmap.Validate(custom))
 	assert.Equal(t, &Config{Directory: "/data/queue", SegmentSize: 8 << 20, FSync: true}, custom)
-	err = confmap.Validate(load("bad"))
+	err := confmap.Validate(load("bad"))
 	assert.ErrorContains(t, err, "directory: must not be empty")
 	assert.ErrorContains(t, err, "segment_size: want at least 1024 bytes, got 10")
 }
