@@ -18,11 +18,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/flowtrace/flowtrace/internal/segfiles"
 	"github.com/flowtrace/flowtrace/model"
 	"github.com/flowtrace/flowtrace/model/modelcodec"
 )
@@ -255,20 +254,9 @@ func decodeBatch(payload []byte, ev *model.Event, fn func(time.Time, *model.Even
 
 // list returns the segment numbers in dir, ascending.
 func list(dir string) ([]uint64, error) {
-	entries, err := os.ReadDir(dir)
+	segments, err := segfiles.List(dir, ".wal")
 	if err != nil {
 		return nil, fmt.Errorf("list write-ahead log: %w", err)
 	}
-	var segments []uint64
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".wal")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(name, 10, 64); err == nil {
-			segments = append(segments, n)
-		}
-	}
-	sort.Slice(segments, func(i, j int) bool { return segments[i] < segments[j] })
 	return segments, nil
 }

@@ -26,10 +26,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
+
+	"github.com/flowtrace/flowtrace/internal/segfiles"
 )
 
 const (
@@ -156,22 +155,11 @@ func Open(dir string, opts Options) (*Log, Recovery, error) {
 func segmentName(n uint64) string { return fmt.Sprintf("%016d%s", n, suffix) }
 
 func list(dir string) ([]uint64, error) {
-	entries, err := os.ReadDir(dir)
+	segments, err := segfiles.List(dir, suffix)
 	if err != nil {
 		return nil, fmt.Errorf("kvlog: %w", err)
 	}
-	var numbers []uint64
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), suffix)
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(name, 10, 64); err == nil {
-			numbers = append(numbers, n)
-		}
-	}
-	sort.Slice(numbers, func(i, j int) bool { return numbers[i] < numbers[j] })
-	return numbers, nil
+	return segments, nil
 }
 
 // replay reads segment n into the index. A damaged record ends it: the
