@@ -155,18 +155,24 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (s *StreamsConfig) validate() error {
-	var errs []error
-	seen := map[string]bool{}
-	for i, name := range s.Names {
+// checkNames reports the empty and the repeated names of the list key, and
+// returns the names seen.
+func checkNames(key string, names []string) (errs []error, seen map[string]bool) {
+	seen = map[string]bool{}
+	for i, name := range names {
 		switch {
 		case name == "":
-			errs = append(errs, fmt.Errorf("streams::names[%d]: must not be empty", i))
+			errs = append(errs, fmt.Errorf("%s[%d]: must not be empty", key, i))
 		case seen[name]:
-			errs = append(errs, fmt.Errorf("streams::names[%d]: %q is listed twice", i, name))
+			errs = append(errs, fmt.Errorf("%s[%d]: %q is listed twice", key, i, name))
 		}
 		seen[name] = true
 	}
+	return errs, seen
+}
+
+func (s *StreamsConfig) validate() error {
+	errs, seen := checkNames("streams::names", s.Names)
 	for field, kind := range s.KeyFields {
 		if field == "" || kind == "" {
 			errs = append(errs, fmt.Errorf("streams::key_fields: field %q needs a key kind", field))
@@ -208,17 +214,7 @@ func (s *StreamsConfig) deadLetterStream(stream string) string {
 }
 
 func (p *PubSubConfig) validate() error {
-	var errs []error
-	seen := map[string]bool{}
-	for i, pattern := range p.Patterns {
-		switch {
-		case pattern == "":
-			errs = append(errs, fmt.Errorf("pubsub::patterns[%d]: must not be empty", i))
-		case seen[pattern]:
-			errs = append(errs, fmt.Errorf("pubsub::patterns[%d]: %q is listed twice", i, pattern))
-		}
-		seen[pattern] = true
-	}
+	errs, _ := checkNames("pubsub::patterns", p.Patterns)
 	return errors.Join(errs...)
 }
 
@@ -226,17 +222,7 @@ func (s *SidekiqConfig) validate() error {
 	if !s.Enabled {
 		return nil
 	}
-	var errs []error
-	seen := map[string]bool{}
-	for i, q := range s.Queues {
-		switch {
-		case q == "":
-			errs = append(errs, fmt.Errorf("sidekiq::queues[%d]: must not be empty", i))
-		case seen[q]:
-			errs = append(errs, fmt.Errorf("sidekiq::queues[%d]: %q is listed twice", i, q))
-		}
-		seen[q] = true
-	}
+	errs, _ := checkNames("sidekiq::queues", s.Queues)
 	if s.ScanLimit <= 0 {
 		errs = append(errs, fmt.Errorf("sidekiq::scan_limit: must be positive, got %d", s.ScanLimit))
 	}
