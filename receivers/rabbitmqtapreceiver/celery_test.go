@@ -78,12 +78,7 @@ chain(charge.s(17), ship.s()).apply_async()
 	require.NoError(t, err, "%s", out)
 
 	want := []string{"completed retries=1 dead_letters=0 hops=2 [celery/app.charge@tasks:acked:2 celery/app.ship@tasks:acked:1]"}
-	var got []string
-	waitFor(50*time.Second, func() bool {
-		got = flowSummary(t, p, spansOf(rt.traces, p))
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
+	assertFlows(t, rt.traces, p, 50*time.Second, want)
 
 	// The second task's hop was published from the first's.
 	hops := flowHops(t, spansOf(rt.traces, p))

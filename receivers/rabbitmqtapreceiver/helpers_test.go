@@ -14,6 +14,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
@@ -228,6 +229,18 @@ func spansOf(sink *consumertest.TracesSink, prefix string) []ptrace.Traces {
 // flowSummary writes each flow the correlator builds from the spans as one
 // line: status, retries, dead letters and its hops (queue, outcome,
 // attempts, reason), names without the prefix; sorted.
+// assertFlows waits up to limit for the flows the correlator builds from the
+// spans of prefix to be want (in flowSummary's form), and asserts they are.
+func assertFlows(t *testing.T, traces *consumertest.TracesSink, prefix string, limit time.Duration, want []string) {
+	t.Helper()
+	var got []string
+	waitFor(limit, func() bool {
+		got = flowSummary(t, prefix, spansOf(traces, prefix))
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got)
+}
+
 func flowSummary(t testing.TB, prefix string, spans []ptrace.Traces, extra ...ptrace.Traces) []string {
 	res := taptest.Correlate(t, correlator.Config{}, append(spans, extra...)...)
 	var out []string

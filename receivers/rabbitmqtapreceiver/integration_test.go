@@ -147,12 +147,7 @@ func TestWorkload(t *testing.T) {
 		"dead_lettered retries=0 dead_letters=1 hops=1 [rabbitmq/@:dead_lettered:0:unroutable]", // the message routed nowhere by a direct exchange
 		"dead_lettered retries=0 dead_letters=1 hops=2 [rabbitmq/@dead:acked:1 rabbitmq/@work:dead_lettered:1:rejected]",
 	}
-	var got []string
-	waitFor(40*time.Second, func() bool {
-		got = flowSummary(t, p, spansOf(rt.traces, p))
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
+	assertFlows(t, rt.traces, p, 40*time.Second, want)
 
 	// What the tap inferred: settlements of the acked hops from queue
 	// drains, a nack of order 18's first attempt from its redelivery, and
@@ -323,12 +318,7 @@ func TestDelayedRetry(t *testing.T) {
 	require.NoError(t, d.Ack(false))
 
 	want := []string{"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@jobs:acked:2]"}
-	var got []string
-	waitFor(30*time.Second, func() bool {
-		got = flowSummary(t, p, spansOf(rt.traces, p))
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
+	assertFlows(t, rt.traces, p, 30*time.Second, want)
 }
 
 // backlogPolls lists, poll by poll, the depth and unacked gauges the tap
@@ -420,12 +410,7 @@ func TestConsumerDied(t *testing.T) {
 		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",
 		"completed retries=1 dead_letters=0 hops=1 [rabbitmq/@work:acked:2]",
 	}
-	var got []string
-	waitFor(30*time.Second, func() bool {
-		got = flowSummary(t, p, spansOf(rt.traces, p))
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
+	assertFlows(t, rt.traces, p, 30*time.Second, want)
 	// The first attempts were given back, not acked.
 	settles := map[string][]string{}
 	for _, td := range spansOf(rt.traces, p) {

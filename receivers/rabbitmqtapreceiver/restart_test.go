@@ -135,12 +135,7 @@ func TestBrokerRestart(t *testing.T) {
 	for i := range want {
 		want[i] = "completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]"
 	}
-	var got []string
-	waitFor(60*time.Second, func() bool {
-		got = flowSummary(t, p, spansOf(rt.traces, p))
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
+	assertFlows(t, rt.traces, p, 60*time.Second, want)
 }
 
 // seen lists, per message id, the operation types of its spans other
@@ -208,12 +203,7 @@ func TestDeadLetterAfterQueueDeleted(t *testing.T) {
 	require.NoError(t, next(t, ds).Reject(false))
 
 	want := []string{"dead_lettered retries=0 dead_letters=1 hops=1 [rabbitmq/@work:dead_lettered:1:rejected]"}
-	var got []string
-	waitFor(30*time.Second, func() bool {
-		got = flowSummary(t, p, spansOf(rt.traces, p))
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
+	assertFlows(t, rt.traces, p, 30*time.Second, want)
 }
 
 // TestQueueBounded: the tap declares its queue with a bound, and uses a

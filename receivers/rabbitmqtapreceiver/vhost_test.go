@@ -66,10 +66,5 @@ func TestSecondVHost(t *testing.T) {
 	require.NoError(t, next(t, ds).Ack(false))
 
 	want := []string{"completed retries=0 dead_letters=0 hops=1 [rabbitmq/@orders:acked:1]"}
-	var got []string
-	waitFor(30*time.Second, func() bool {
-		got = flowSummary(t, rt.prefix, spansOf(rt.traces, rt.prefix))
-		return assert.ObjectsAreEqual(want, got)
-	})
-	assert.Equal(t, want, got)
+	assertFlows(t, rt.traces, rt.prefix, 30*time.Second, want)
 }
