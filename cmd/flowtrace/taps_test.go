@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowtrace/flowtrace/internal/brokertest"
 	"github.com/flowtrace/flowtrace/storage"
 )
 
@@ -25,18 +24,7 @@ import (
 // stored as samples.
 func TestBrokerTapBuildsStoredFlows(t *testing.T) {
 	t.Setenv(dataDirEnv, "")
-	addr := os.Getenv("FLOWTRACE_NATS")
-	if addr == "" {
-		addr = "127.0.0.1:4222"
-	}
-	if conn, err := net.DialTimeout("tcp", addr, 2*time.Second); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no NATS server at %s: %v", addr, err)
-		}
-		t.Skipf("no NATS server at %s (set FLOWTRACE_NATS): %v", addr, err)
-	} else {
-		_ = conn.Close()
-	}
+	addr := brokertest.Addr(t, "FLOWTRACE_NATS", "127.0.0.1:4222")
 	ctx := context.Background()
 	nc, err := nats.Connect("nats://" + addr)
 	require.NoError(t, err)

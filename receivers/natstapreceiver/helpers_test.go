@@ -18,8 +18,8 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/goleak"
 
+	"github.com/flowtrace/flowtrace/internal/brokertest"
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
-	"github.com/flowtrace/flowtrace/receivers/internal/taptest"
 	"github.com/flowtrace/flowtrace/receivers/natstapreceiver/internal/metadata"
 )
 
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 // localNATS is the address of the shared local server (FLOWTRACE_NATS), with
 // JetStream.
 func localNATS(t testing.TB) string {
-	return "nats://" + taptest.Addr(t, "FLOWTRACE_NATS", "127.0.0.1:4222")
+	return "nats://" + brokertest.Addr(t, "FLOWTRACE_NATS", "127.0.0.1:4222")
 }
 
 // uniqueName is a stream or subject prefix of its own for one test run.

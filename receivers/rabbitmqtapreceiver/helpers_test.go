@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/flowtrace/flowtrace/correlator"
+	"github.com/flowtrace/flowtrace/internal/brokertest"
 	"github.com/flowtrace/flowtrace/model"
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
 	"github.com/flowtrace/flowtrace/receivers/internal/taptest"
@@ -73,11 +74,11 @@ func traceRootVHost() (restore func()) {
 // The local broker the tests use; FLOWTRACE_RABBITMQ and
 // FLOWTRACE_RABBITMQ_MANAGEMENT override the addresses.
 func amqpAddr(t testing.TB) string {
-	return taptest.Addr(t, "FLOWTRACE_RABBITMQ", "127.0.0.1:5672")
+	return brokertest.Addr(t, "FLOWTRACE_RABBITMQ", "127.0.0.1:5672")
 }
 
 func managementAddr(t testing.TB) string {
-	return taptest.Addr(t, "FLOWTRACE_RABBITMQ_MANAGEMENT", "127.0.0.1:15672")
+	return brokertest.Addr(t, "FLOWTRACE_RABBITMQ_MANAGEMENT", "127.0.0.1:15672")
 }
 
 // uniquePrefix starts every queue and exchange name of one test run.

@@ -20,8 +20,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 
+	"github.com/flowtrace/flowtrace/internal/brokertest"
 	"github.com/flowtrace/flowtrace/receivers/internal/tap"
-	"github.com/flowtrace/flowtrace/receivers/internal/taptest"
 	"github.com/flowtrace/flowtrace/receivers/redistapreceiver/internal/metadata"
 )
 
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 
 // redisAddr is the local Redis the tests use (FLOWTRACE_REDIS overrides).
 func redisAddr(t testing.TB) string {
-	return taptest.Addr(t, "FLOWTRACE_REDIS", "127.0.0.1:6379")
+	return brokertest.Addr(t, "FLOWTRACE_REDIS", "127.0.0.1:6379")
 }
 
 // uniqueName makes names that do not collide across runs and packages.

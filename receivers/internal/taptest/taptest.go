@@ -1,10 +1,9 @@
 // Package taptest holds what the broker taps' tests share: the correlator
-// run over a tap's spans alone, and the local brokers' addresses.
+// run over a tap's spans alone. The local brokers' addresses come from
+// internal/brokertest.
 package taptest
 
 import (
-	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -64,25 +63,4 @@ func Correlate(t testing.TB, cfg correlator.Config, spans ...ptrace.Traces) Resu
 	collect()
 	h, f := flowsim.Latest(hops, flows)
 	return Result{Hops: h, Flows: f}
-}
-
-// Addr returns the address of a local broker from the environment variable
-// env, else def, and checks something listens there. When nothing does, the
-// test fails under CI (CI=true), where the brokers are part of the machine,
-// and is skipped elsewhere.
-func Addr(t testing.TB, env, def string) string {
-	t.Helper()
-	addr := os.Getenv(env)
-	if addr == "" {
-		addr = def
-	}
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no broker at %s (%s): %v", addr, env, err)
-		}
-		t.Skipf("no broker at %s (set %s): %v", addr, env, err)
-	}
-	_ = conn.Close()
-	return addr
 }
