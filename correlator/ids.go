@@ -34,10 +34,7 @@ func newIdentifier(cfg Config) identifier {
 // rejects unknown kinds (returned as "").
 func (x *identifier) normalize(ev *model.Event) (model.EventKind, string, uint16) {
 	kind, dest, attempt := ev.Kind, ev.Destination, ev.Attempt
-	switch kind {
-	case model.EventPublish, model.EventBroadcast, model.EventDeliver, model.EventProcess, model.EventSettle, model.EventDeadLetter,
-		model.EventExpire, model.EventCallbackRequest, model.EventCallbackReceive:
-	default:
+	if !kind.Known() {
 		return "", "", 0
 	}
 	for _, p := range x.retry {

@@ -27,6 +27,16 @@ const (
 	EventCallbackReceive EventKind = "callback_receive" // the callback for that id arrived
 )
 
+// Known reports whether k is one of the kinds above.
+func (k EventKind) Known() bool {
+	switch k {
+	case EventPublish, EventBroadcast, EventDeliver, EventProcess, EventSettle, EventDeadLetter,
+		EventExpire, EventCallbackRequest, EventCallbackReceive:
+		return true
+	}
+	return false
+}
+
 // Key is a correlation key of a flow: a trace id, a message id, a task id, a
 // correlation id or a configured business key such as an order id.
 type Key struct {

@@ -338,9 +338,7 @@ func (a *spanAttrs) intValue(v pcommon.Value) int64 {
 func (c *Converter) kind(span ptrace.Span) model.EventKind {
 	a := &c.span
 	if a.event != "" {
-		switch k := model.EventKind(a.event); k {
-		case model.EventPublish, model.EventBroadcast, model.EventDeliver, model.EventProcess, model.EventSettle,
-			model.EventDeadLetter, model.EventExpire, model.EventCallbackRequest, model.EventCallbackReceive:
+		if k := model.EventKind(a.event); k.Known() {
 			return k
 		}
 		a.malformed++
