@@ -228,10 +228,15 @@ func derivedTraceID(ident string) pcommon.TraceID {
 // so the same observation always gets the same id and two observations of
 // one thing at different times (seen two ways) never share one.
 func spanID(ident string, o *Observation) pcommon.SpanID {
-	d := xxhash.New()
-	_, _ = d.WriteString(ident)
-	_, _ = d.WriteString("\x00" + o.Kind.String() + "\x00" + o.ConsumerGroup + "\x00" + o.Outcome + "\x00" + o.Destination + "\x00")
-	_, _ = d.WriteString(strconv.Itoa(o.Attempt) + "\x00" + strconv.FormatInt(o.Time.UnixNano(), 10))
+	var d xxhash.Digest
+	d.Reset()
+	for _, s := range [...]string{ident, "\x00", o.Kind.String(), "\x00", o.ConsumerGroup, "\x00", o.Outcome, "\x00", o.Destination, "\x00"} {
+		_, _ = d.WriteString(s)
+	}
+	var num [48]byte
+	b := strconv.AppendInt(num[:0], int64(o.Attempt), 10)
+	b = append(b, 0)
+	_, _ = d.Write(strconv.AppendInt(b, o.Time.UnixNano(), 10))
 	var id pcommon.SpanID
 	binary.BigEndian.PutUint64(id[:], d.Sum64()|1) // never the invalid all-zero id
 	return id

@@ -233,3 +233,28 @@ func TestBroadcastIsNotStuck(t *testing.T) {
 	require.Len(t, got.Hops, 1)
 	assert.Equal(t, model.HopAcked, got.Hops[0].Outcome)
 }
+
+// Span and trace ids are stable across versions: a replayed observation
+// after an upgrade is still the same span.
+func TestIDsAreStable(t *testing.T) {
+	o := rabbit(tap.Deliver, time.Second)
+	o.Attempt = 2
+	span := spans(t, o).ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0)
+	assert.Equal(t, "0c8b12100e455ee3", span.SpanID().String())
+	assert.Equal(t, "7f5e01491851b69ceda23bc1087c97e7", span.TraceID().String())
+}
+
+func BenchmarkSpansAdd(b *testing.B) {
+	s := tap.NewSpans("test", "scope")
+	o := rabbit(tap.Deliver, time.Second)
+	o.Attempt = 2
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Add(&o); err != nil {
+			b.Fatal(err)
+		}
+		if s.Len() == 1000 {
+			s.Take()
+		}
+	}
+}
