@@ -188,6 +188,15 @@ func (s *store) FindFlows(ctx context.Context, q storage.FlowQuery) (storage.Flo
 	return page, nil
 }
 
+// hasKey is the condition, on flows FINAL, that a flow's latest version
+// carries the value {key}. The bloom filter on keys.value finds the flows any
+// version of which carried it, in the subquery; the latest versions are then
+// read by primary key.
+func (s *store) hasKey() string {
+	return "flow_id IN (SELECT flow_id FROM " + s.schema.name("flows") + " WHERE has(keys.value, {key:String}))" +
+		" AND has(keys.value, {key:String})"
+}
+
 // findFlowsQuery builds the FindFlows statement. It asks for one row more than
 // the page holds, to know whether another page follows.
 func (s *store) findFlowsQuery(q storage.FlowQuery) (string, Params, int, error) {
@@ -201,7 +210,7 @@ func (s *store) findFlowsQuery(q storage.FlowQuery) (string, Params, int, error)
 	var where []string
 	params := Params{"limit": strconv.Itoa(limit + 1)}
 	if q.Key != "" {
-		where = append(where, "flow_id IN (SELECT flow_id FROM "+s.schema.name("flow_keys")+" WHERE key = {key:String})")
+		where = append(where, s.hasKey())
 		params["key"] = escapeParam(q.Key)
 	}
 	if q.Name != "" {
@@ -301,7 +310,7 @@ func (s *store) FlowIDsByKey(ctx context.Context, key string, limit int) ([]stri
 	if limit <= 0 || limit > storage.MaxLimit {
 		limit = storage.MaxLimit
 	}
-	query := "SELECT DISTINCT flow_id FROM " + s.schema.name("flow_keys") + " WHERE key = {key:String} ORDER BY flow_id LIMIT {limit:UInt32}"
+	query := "SELECT flow_id FROM " + s.schema.name("flows") + " FINAL WHERE " + s.hasKey() + " ORDER BY flow_id LIMIT {limit:UInt32}"
 	type idRow struct {
 		ID string `json:"flow_id"`
 	}

@@ -36,7 +36,7 @@ func TestRenderSingleNode(t *testing.T) {
 
 func TestRenderCluster(t *testing.T) {
 	ddl := renderAll(t, chstore.Schema{Database: "ft", Cluster: "prod", TTL: time.Hour})
-	for _, table := range []string{"events", "hops", "flows", "flow_keys", "edges_1m", "backlog"} {
+	for _, table := range []string{"events", "hops", "flows", "edges_1m", "backlog"} {
 		assert.Contains(t, ddl, "CREATE TABLE IF NOT EXISTS `ft`.`"+table+"_local` ON CLUSTER `prod`", table)
 		assert.Contains(t, ddl, "CREATE TABLE IF NOT EXISTS `ft`.`"+table+"` ON CLUSTER `prod` AS `ft`.`"+table+"_local` ENGINE = Distributed(`prod`, `ft`, `"+table+"_local`", table)
 	}

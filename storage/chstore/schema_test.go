@@ -3,6 +3,7 @@ package chstore_test
 import (
 	"context"
 	"io/fs"
+	"os"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/storage"
 	"github.com/flowtrace/flowtrace/storage/chstore"
 )
 
@@ -28,7 +31,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	for _, r := range rows {
 		tables = append(tables, r["name"].(string))
 	}
-	assert.Equal(t, []string{"backlog", "edges_1m", "edges_1m_mv", "events", "flow_keys", "flows", "hops", "schema_migrations"}, tables)
+	assert.Equal(t, []string{"backlog", "edges_1m", "edges_1m_mv", "events", "flows", "hops", "schema_migrations"}, tables)
 }
 
 func TestEachMigrationAppliesOnce(t *testing.T) {
@@ -68,7 +71,7 @@ func TestMigrationErrorNamesTheMigration(t *testing.T) {
 
 func TestTTLIsSet(t *testing.T) {
 	_, schema := newStore(t, 30*24*time.Hour)
-	for _, table := range []string{"events", "hops", "flows", "flow_keys", "edges_1m", "backlog"} {
+	for _, table := range []string{"events", "hops", "flows", "edges_1m", "backlog"} {
 		rows := queryRows(t, "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {table:String}",
 			chstore.Params{"db": schema.Database, "table": table})
 		require.Len(t, rows, 1, table)
@@ -83,4 +86,34 @@ func TestNoTTLWhenZero(t *testing.T) {
 		chstore.Params{"db": schema.Database})
 	require.Len(t, rows, 1)
 	assert.NotContains(t, rows[0]["create_table_query"], "TTL ")
+}
+
+// A database made by the migrations as they were before 0006 (kept in
+// testdata) is brought to today's tables: flows searchable by key, flow_keys
+// gone, the unused bloom filters dropped.
+func TestUpgradeFromFlowKeys(t *testing.T) {
+	schema := chstore.Schema{Database: "test_upgrade_flow_keys"}
+	t.Cleanup(func() { _ = engine.Exec(context.Background(), "DROP DATABASE IF EXISTS test_upgrade_flow_keys", nil) })
+	ctx := context.Background()
+	old, err := fs.Sub(os.DirFS("testdata"), "schema-before-0006")
+	require.NoError(t, err)
+	st, err := chstore.NewWithMigrations(engine, schema, old)
+	require.NoError(t, err)
+	require.NoError(t, st.Migrate(ctx))
+	// Written by the old version, which also filled flow_keys.
+	require.NoError(t, st.WriteFlows(ctx, []model.Flow{{ID: "f", Version: 1, FirstSeen: t0, Keys: []model.Key{{Kind: "order_id", Value: "order-1"}}}}))
+
+	st, err = chstore.New(engine, schema)
+	require.NoError(t, err)
+	require.NoError(t, st.Migrate(ctx))
+
+	page, err := st.FindFlows(ctx, storage.FlowQuery{Key: "order-1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"f"}, flowIDs(page.Flows))
+	indexes := map[string][]string{}
+	for _, r := range queryRows(t, "SELECT table, name FROM system.data_skipping_indices WHERE database = {db:String} ORDER BY table, name", chstore.Params{"db": schema.Database}) {
+		indexes[r["table"].(string)] = append(indexes[r["table"].(string)], r["name"].(string))
+	}
+	assert.Equal(t, map[string][]string{"events": {"idx_message_id"}, "flows": {"idx_keys", "idx_name", "idx_start"}}, indexes)
+	assert.Empty(t, queryRows(t, "SELECT name FROM system.tables WHERE database = {db:String} AND name = 'flow_keys'", chstore.Params{"db": schema.Database}))
 }

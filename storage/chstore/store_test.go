@@ -104,7 +104,6 @@ func TestWritingTheSameBatchTwiceLeavesOneCopy(t *testing.T) {
 	}
 	// Not FINAL: the raw row counts, before any merge could hide a double.
 	assert.Equal(t, 1, count(t, schema, "flows", false))
-	assert.Equal(t, len(flow.Keys), count(t, schema, "flow_keys", false))
 	assert.Equal(t, len(hops), count(t, schema, "hops", false))
 	assert.Equal(t, len(events), count(t, schema, "events", false))
 	assert.Equal(t, 1, count(t, schema, "backlog", false))
@@ -139,6 +138,25 @@ func TestNewestVersionWinsAndDeletedFlowsDisappear(t *testing.T) {
 	page, err := st.FindFlows(ctx, storage.FlowQuery{Key: "A-1 " + awkward})
 	require.NoError(t, err)
 	assert.Empty(t, page.Flows)
+}
+
+func TestAKeyFindsOnlyTheFlowThatCarriesItNow(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	key := model.Key{Kind: "order_id", Value: "order-7"}
+	// The key was first seen in flow a; flow a's next version gave it up to
+	// flow b, while a lives on with another key.
+	require.NoError(t, st.WriteFlows(ctx, []model.Flow{{ID: "a", Version: 1, FirstSeen: t0, Keys: []model.Key{key}}}))
+	require.NoError(t, st.WriteFlows(ctx, []model.Flow{
+		{ID: "a", Version: 2, FirstSeen: t0, Keys: []model.Key{{Kind: "order_id", Value: "order-8"}}},
+		{ID: "b", Version: 3, FirstSeen: t0, Keys: []model.Key{key}},
+	}))
+	page, err := st.FindFlows(ctx, storage.FlowQuery{Key: key.Value})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"b"}, flowIDs(page.Flows))
+	ids, err := st.FlowIDsByKey(ctx, key.Value, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"b"}, ids)
 }
 
 // manyFlows writes n flows, step apart, each with an order key.
@@ -235,14 +253,14 @@ func TestFlowByKeyUsesItsSkipIndex(t *testing.T) {
 	// Enough flows for many granules (8192 rows each) in one day's partition.
 	manyFlows(t, st, 100_000, 100*time.Millisecond)
 
-	query := "EXPLAIN indexes = 1 SELECT flow_id FROM `" + schema.Database + "`.flow_keys WHERE key = {key:String}"
+	query := "EXPLAIN indexes = 1 SELECT flow_id FROM `" + schema.Database + "`.flows WHERE has(keys.value, {key:String})"
 	out, err := engine.Query(context.Background(), query, chstore.Params{"key": "order-054321"})
 	require.NoError(t, err)
 	plan := explainText(t, out)
 	require.Contains(t, plan, "Skip", plan)
-	require.Contains(t, plan, "Name: idx_key", plan)
+	require.Contains(t, plan, "Name: idx_keys", plan)
 
-	selected, total := skipIndexGranules(t, plan, "idx_key")
+	selected, total := skipIndexGranules(t, plan, "idx_keys")
 	assert.Greater(t, total, 10, plan)
 	assert.LessOrEqual(t, selected, 2, "the bloom filter should leave one or two granules of %d\n%s", total, plan)
 

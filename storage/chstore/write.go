@@ -161,8 +161,6 @@ func (s *store) WriteHops(ctx context.Context, hops []model.Hop) error {
 	}})
 }
 
-// WriteFlows writes the flow rows and one flow_keys row per key of each live
-// flow.
 func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 	n := len(flows)
 	var (
@@ -181,9 +179,6 @@ func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 		keyKinds     = make([][]string, n)
 		keyValues    = make([][]string, n)
 		criticalPath = make([][]string, n)
-
-		keys, keyFlowKinds, keyFlowIDs []string
-		keyFirstSeen                   []int64
 	)
 	for i := range flows {
 		f := &flows[i]
@@ -201,17 +196,8 @@ func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 		deadLetters[i] = f.DeadLetters
 		keyKinds[i], keyValues[i] = splitKeys(f.Keys)
 		criticalPath[i] = f.CriticalPath
-		if f.Deleted {
-			continue
-		}
-		for _, k := range f.Keys {
-			keys = append(keys, k.Value)
-			keyFlowKinds = append(keyFlowKinds, k.Kind)
-			keyFlowIDs = append(keyFlowIDs, f.ID)
-			keyFirstSeen = append(keyFirstSeen, firstSeen[i])
-		}
 	}
-	err := s.insert(ctx, "flows", &Block{Rows: n, Columns: []Column{
+	return s.insert(ctx, "flows", &Block{Rows: n, Columns: []Column{
 		{"flow_id", typeString, ids},
 		{"version", typeUInt64, versions},
 		{"deleted", typeUInt8, deleted},
@@ -227,15 +213,6 @@ func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 		{"keys.kind", typeStringArray, keyKinds},
 		{"keys.value", typeStringArray, keyValues},
 		{"critical_path", typeStringArray, criticalPath},
-	}})
-	if err != nil {
-		return err
-	}
-	return s.insert(ctx, "flow_keys", &Block{Rows: len(keys), Columns: []Column{
-		{"key", typeString, keys},
-		{"kind", typeString, keyFlowKinds},
-		{"flow_id", typeString, keyFlowIDs},
-		{"first_seen", typeTime, keyFirstSeen},
 	}})
 }
 

@@ -1,7 +1,6 @@
 -- Raw normalized events: one row per observation of a message (publish,
--- deliver, process, settle, dead_letter, ...). Never updated. The table takes
--- the most inserts; merging ten parts at a time rather than a few halves the
--- work background merges do under steady ingest.
+-- deliver, process, settle, dead_letter, ...). Never updated. Read by message
+-- id, through its bloom filter.
 CREATE TABLE IF NOT EXISTS {{table "events"}} {{onCluster}}
 (
     time           DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
@@ -23,13 +22,12 @@ CREATE TABLE IF NOT EXISTS {{table "events"}} {{onCluster}}
     reason         String CODEC(ZSTD(1)),
     body_size      UInt64,
     duration_ns    Int64,
-    INDEX idx_message_id message_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1
+    INDEX idx_message_id message_id TYPE bloom_filter(0.01) GRANULARITY 1
 )
 ENGINE = {{engine "MergeTree"}}
 PARTITION BY toDate(time)
 ORDER BY (system, destination, time)
 {{ttl "time"}}
-{{settings "min_parts_to_merge_at_once = 10"}};
+{{settings}};
 
 {{distributed "events" "rand()"}}

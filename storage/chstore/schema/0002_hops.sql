@@ -27,9 +27,7 @@ CREATE TABLE IF NOT EXISTS {{table "hops"}} {{onCluster}}
     attempts       UInt16,
     outcome        LowCardinality(String),
     reason         String CODEC(ZSTD(1)),
-    counted        UInt8,
-    INDEX idx_message_id message_id TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1
+    counted        UInt8
 )
 ENGINE = {{engine "ReplacingMergeTree" "version, deleted"}}
 PARTITION BY toDate(first_seen)

@@ -1,5 +1,9 @@
 -- Flows: connected sets of hops. Rewritten as they progress (highest version
 -- wins); a row with deleted = 1 retires a flow that was merged into another.
+-- A flow is found by any of its keys through the bloom filter on keys.value:
+-- a key that moved to another flow still matches the old flow's earlier
+-- versions, so a lookup reads the candidates' latest versions (FINAL), where
+-- the old flow is retired.
 CREATE TABLE IF NOT EXISTS {{table "flows"}} {{onCluster}}
 (
     flow_id       String,
@@ -17,7 +21,9 @@ CREATE TABLE IF NOT EXISTS {{table "flows"}} {{onCluster}}
     keys          Nested(kind LowCardinality(String), value String),
     critical_path Array(String),
     INDEX idx_start start_time TYPE minmax GRANULARITY 1,
-    INDEX idx_name name TYPE set(1000) GRANULARITY 1
+    INDEX idx_name name TYPE set(1000) GRANULARITY 1,
+    -- Search by any key: trace id, message id, task id, business key.
+    INDEX idx_keys keys.value TYPE bloom_filter(0.001) GRANULARITY 1
 )
 ENGINE = {{engine "ReplacingMergeTree" "version, deleted"}}
 PARTITION BY toDate(first_seen)
@@ -26,22 +32,3 @@ ORDER BY flow_id
 {{settings}};
 
 {{distributed "flows" "cityHash64(flow_id)"}}
-
--- Flow keys: key value -> flow id, for search by any key. A key that moved to
--- another flow keeps its old row; the old flow is retired in flows, so a
--- lookup joined with flows FINAL sees only the live one.
-CREATE TABLE IF NOT EXISTS {{table "flow_keys"}} {{onCluster}}
-(
-    key        String,
-    kind       LowCardinality(String),
-    flow_id    String,
-    first_seen DateTime64(9, 'UTC'),
-    INDEX idx_key key TYPE bloom_filter(0.001) GRANULARITY 1
-)
-ENGINE = {{engine "ReplacingMergeTree"}}
-PARTITION BY toDate(first_seen)
-ORDER BY (flow_id, kind, key)
-{{ttl "first_seen"}}
-{{settings}};
-
-{{distributed "flow_keys" "cityHash64(flow_id)"}}
