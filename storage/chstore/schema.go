@@ -98,22 +98,18 @@ func (s Schema) ttl(column string) string {
 	return fmt.Sprintf("TTL toDateTime(%s) + INTERVAL %d SECOND", column, seconds)
 }
 
-// mergeSettings make background merges lazier than ClickHouse's default:
-// every table takes a steady stream of inserts, and merging at least ten
-// parts at a time, with a higher base for the merge selector, rewrites each
-// row fewer times on its way to a large part.
-const mergeSettings = "min_parts_to_merge_at_once = 10, merge_selector_base = 10"
-
 // settings renders a table's SETTINGS clause: insert deduplication for
-// non-replicated tables (replicated tables deduplicate by default), the merge
-// policy, then any extra settings the table asks for.
+// non-replicated tables (replicated tables deduplicate by default), then any
+// extra settings the table asks for.
 func (s Schema) settings(extra ...string) string {
 	var all []string
 	if s.Cluster == "" {
 		all = append(all, "non_replicated_deduplication_window = 1000")
 	}
-	all = append(all, mergeSettings)
 	all = append(all, extra...)
+	if len(all) == 0 {
+		return ""
+	}
 	return "SETTINGS " + strings.Join(all, ", ")
 }
 
@@ -127,14 +123,13 @@ func (s Schema) distributed(table, shardingKey string) string {
 
 func (s Schema) funcs() template.FuncMap {
 	return template.FuncMap{
-		"name":          s.name,
-		"table":         s.local,
-		"onCluster":     s.onCluster,
-		"engine":        s.engine,
-		"ttl":           s.ttl,
-		"settings":      s.settings,
-		"mergeSettings": func() string { return mergeSettings },
-		"distributed":   s.distributed,
+		"name":        s.name,
+		"table":       s.local,
+		"onCluster":   s.onCluster,
+		"engine":      s.engine,
+		"ttl":         s.ttl,
+		"settings":    s.settings,
+		"distributed": s.distributed,
 	}
 }
 

@@ -1,6 +1,8 @@
 -- Raw normalized events: one row per observation of a message (publish,
--- deliver, process, settle, dead_letter, ...). Never updated. Read by message
--- id, through its bloom filter.
+-- deliver, process, settle, dead_letter, ...). Never updated; read by message
+-- id, through its bloom filter. The table takes the most inserts; merging ten
+-- parts at a time rather than a few halves the work background merges do
+-- under steady ingest.
 CREATE TABLE IF NOT EXISTS {{table "events"}} {{onCluster}}
 (
     time           DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
@@ -28,6 +30,6 @@ ENGINE = {{engine "MergeTree"}}
 PARTITION BY toDate(time)
 ORDER BY (system, destination, time)
 {{ttl "time"}}
-{{settings}};
+{{settings "min_parts_to_merge_at_once = 10"}};
 
 {{distributed "events" "rand()"}}

@@ -18,6 +18,6 @@ ENGINE = {{engine "MergeTree"}}
 PARTITION BY toDate(time)
 ORDER BY (system, destination, consumer_group, time)
 {{ttl "time"}}
-{{settings}};
+{{settings "min_parts_to_merge_at_once = 10"}};
 
 {{distributed "backlog" "cityHash64(destination)"}}
