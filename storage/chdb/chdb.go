@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -73,7 +72,7 @@ func Open(dir string) (chstore.Conn, error) {
 		connString = dir
 		insertFile = filepath.Join(dir, "insert.native")
 	}
-	chconn, err := chdbpurego.NewConnectionFromConnString(connString + engineOptions(dir))
+	chconn, err := chdbpurego.NewConnectionFromConnString(connString)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", connString, err)
 	}
@@ -85,23 +84,6 @@ func Open(dir string) (chstore.Conn, error) {
 	}
 	openDir = connString
 	return c, nil
-}
-
-// mergeNice is the Linux nice value of ClickHouse's merge and mutation
-// threads. Merges are background work that can wait: at the default of 0, a
-// large merge takes its share of a busy core from ingest and queries, and
-// ingest-to-queryable latency climbs for seconds. At 10 they run on what
-// ingest leaves. It needs CAP_SYS_NICE; without it ClickHouse leaves the
-// threads at 0.
-const mergeNice = 10
-
-// engineOptions are the engine's server settings, as chDB takes them after
-// the path of an on-disk session.
-func engineOptions(dir string) string {
-	if dir == "" {
-		return ""
-	}
-	return "?os_threads_nice_value_merge_mutate=" + strconv.Itoa(mergeNice)
 }
 
 func (c *conn) Exec(ctx context.Context, query string, params chstore.Params) error {
