@@ -97,9 +97,7 @@ func TestTapCPU(t *testing.T) {
 
 	baseSelf, baseServer, _ := phase("without the tap")
 
-	cfg := createDefaultConfig()
-	cfg.URL = srv.url()
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(srv.url(), name)
 	set := receivertest.NewNopSettings(metadata.Type)
 	set.TelemetrySettings = componenttest.NewNopTelemetrySettings()
 	spans := new(countingTraces)

@@ -49,6 +49,14 @@ func coreConfig(t *testing.T, prefix string) *Config {
 	return cfg
 }
 
+// streamConfig is a tap's config for one stream on the server at url.
+func streamConfig(url, name string) *Config {
+	cfg := createDefaultConfig()
+	cfg.URL = url
+	cfg.Streams = []StreamConfig{{Name: name}}
+	return cfg
+}
+
 func publishCore(t *testing.T, nc *nats.Conn, prefix string, n int) {
 	t.Helper()
 	for i := 1; i <= n; i++ {

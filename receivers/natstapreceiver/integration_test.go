@@ -27,9 +27,7 @@ import (
 func TestJetStreamFlows(t *testing.T) {
 	addr := localNATS(t)
 	name := uniqueName("FTFLOW")
-	cfg := createDefaultConfig()
-	cfg.URL = addr
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(addr, name)
 	cfg.DeliverPolicy = DeliverAll
 	cfg.PollInterval = 200 * time.Millisecond
 	_, js := client(t, addr)
@@ -265,9 +263,7 @@ func backlogPoints(r *running) map[string]float64 {
 func TestTraceJoin(t *testing.T) {
 	addr := localNATS(t)
 	name := uniqueName("FTJOIN")
-	cfg := createDefaultConfig()
-	cfg.URL = addr
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(addr, name)
 	cfg.DeliverPolicy = DeliverAll
 	_, js := client(t, addr)
 	stream := createStream(t, js, name)

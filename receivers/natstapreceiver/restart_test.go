@@ -94,9 +94,7 @@ func TestBrokerRestart(t *testing.T) {
 	require.NoError(t, err)
 	createStream(t, js, name)
 
-	cfg := createDefaultConfig()
-	cfg.URL = srv.url()
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(srv.url(), name)
 	cfg.DeliverPolicy = DeliverAll
 	cfg.PollInterval = 100 * time.Millisecond
 	// The tap comes back well after the workload client, so messages are

@@ -205,9 +205,7 @@ func hopsByGroup(t *testing.T, r *running) map[string]map[string]model.HopOutcom
 func TestAckAllInferred(t *testing.T) {
 	addr := localNATS(t)
 	name := uniqueName("FTACKALL")
-	cfg := createDefaultConfig()
-	cfg.URL = addr
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(addr, name)
 	cfg.PollInterval = 100 * time.Millisecond
 	_, js := client(t, addr)
 	stream := createStream(t, js, name)
@@ -272,9 +270,7 @@ func TestAckAllInferred(t *testing.T) {
 func TestAcksWhileDisconnected(t *testing.T) {
 	addr := localNATS(t)
 	name := uniqueName("FTAWAY")
-	cfg := createDefaultConfig()
-	cfg.URL = addr
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(addr, name)
 	cfg.PollInterval = 100 * time.Millisecond
 	cfg.Reconnect = tap.Backoff{Initial: 10 * time.Millisecond, Max: 100 * time.Millisecond}
 	_, js := client(t, addr)

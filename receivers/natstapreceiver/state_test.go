@@ -106,9 +106,7 @@ func TestLifecycleWithoutBroker(t *testing.T) {
 func TestBadFramesCounted(t *testing.T) {
 	addr := localNATS(t)
 	name := uniqueName("FTBAD")
-	cfg := createDefaultConfig()
-	cfg.URL = addr
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(addr, name)
 	nc, js := client(t, addr)
 	createStream(t, js, name)
 	r := startTap(t, cfg)
@@ -140,9 +138,7 @@ func TestBadFramesCounted(t *testing.T) {
 func TestNewerAckSubjectForm(t *testing.T) {
 	addr := localNATS(t)
 	name := uniqueName("FTV2")
-	cfg := createDefaultConfig()
-	cfg.URL = addr
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(addr, name)
 	nc, js := client(t, addr)
 	createStream(t, js, name)
 	r := startTap(t, cfg)
@@ -165,9 +161,7 @@ func TestNewerAckSubjectForm(t *testing.T) {
 func TestMsgIDCleaned(t *testing.T) {
 	addr := localNATS(t)
 	name := uniqueName("FTMSGID")
-	cfg := createDefaultConfig()
-	cfg.URL = addr
-	cfg.Streams = []StreamConfig{{Name: name}}
+	cfg := streamConfig(addr, name)
 	cfg.Subjects = []string{"core" + name + ".>"}
 	nc, js := client(t, addr)
 	createStream(t, js, name)
