@@ -2,6 +2,7 @@ package correlator
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 	"strconv"
 	"testing"
@@ -121,4 +122,31 @@ func BenchmarkSharded(b *testing.B) {
 		s.Close()
 	}
 	b.ReportMetric(float64(len(events))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkCheckpoint reports what a checkpoint of 100,000 two-hop flows in
+// flight costs: the snapshot, taken while the connector holds the engine
+// (spans wait meanwhile), and its encoding, done after.
+//
+//	go test -run '^$' -bench Checkpoint -cpu 1 ./correlator
+func BenchmarkCheckpoint(b *testing.B) {
+	e, _ := New(Config{})
+	events := benchWorkload(100_000, 2)
+	for i := range events {
+		e.Add(t0, &events[i])
+	}
+	e.Flush()
+	var snapshot, encode time.Duration
+	for range b.N {
+		start := time.Now()
+		snap := e.Snapshot()
+		snapshot += time.Since(start)
+		start = time.Now()
+		if err := snap.Encode(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		encode += time.Since(start)
+	}
+	b.ReportMetric(float64(snapshot.Milliseconds())/float64(b.N), "ms-snapshot")
+	b.ReportMetric(float64(encode.Milliseconds())/float64(b.N), "ms-encode")
 }

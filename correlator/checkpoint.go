@@ -1,10 +1,13 @@
 package correlator
 
 import (
+	"cmp"
 	"encoding/gob"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"unsafe"
 )
 
 // checkpointFormat changes whenever the snapshot's shape does; a checkpoint
@@ -89,6 +92,7 @@ func (e *Engine) Snapshot() Snapshot {
 	aliases := e.aliasesByMessage()
 	// Symbols only ever grow, so the table as it is now stays valid.
 	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names[:len(e.syms.names):len(e.syms.names)], Stats: e.stats}
+	snap.Flows = make([]flowSnapshot, 0, e.flows)
 	for state := flowActive; state < flowReleased; state++ {
 		for f := e.lists[state].head; f != nil; f = f.next {
 			snap.Flows = append(snap.Flows, e.snapshotFlow(f, aliases))
@@ -102,19 +106,63 @@ func (e *Engine) Checkpoint(w io.Writer) error {
 	return e.Snapshot().Encode(w)
 }
 
+// messageAliases is the identity index inverted: every live message's
+// identity hashes, grouped by message. It is one sorted slice rather than a
+// map of slices, which took two thirds of a snapshot's time (spans wait for
+// the snapshot).
+type messageAliases struct {
+	messages []uintptr // message addresses, sorted; one entry per alias
+	keys     []uint64  // keys[i] names messages[i]
+}
+
+// of returns the identity hashes that name m.
+func (a *messageAliases) of(m *message) []uint64 {
+	addr := uintptr(unsafe.Pointer(m))
+	from, _ := slices.BinarySearch(a.messages, addr)
+	to := from
+	for to < len(a.messages) && a.messages[to] == addr {
+		to++
+	}
+	return a.keys[from:to:to]
+}
+
+// messageAlias is one identity hash of a message, by the message's address.
+// The address is only compared, never followed: the message stays reachable
+// from the engine, which the caller owns while the index is in use.
+type messageAlias struct {
+	message uintptr
+	key     uint64
+}
+
+func aliasOf(m *message, key uint64) messageAlias {
+	return messageAlias{uintptr(unsafe.Pointer(m)), key}
+}
+
+// indexAliases groups aliases by message, taking over the slice.
+func indexAliases(all []messageAlias) *messageAliases {
+	slices.SortFunc(all, func(a, b messageAlias) int {
+		return cmp.Or(cmp.Compare(a.message, b.message), cmp.Compare(a.key, b.key))
+	})
+	out := &messageAliases{messages: make([]uintptr, len(all)), keys: make([]uint64, len(all))}
+	for i, a := range all {
+		out.messages[i], out.keys[i] = a.message, a.key
+	}
+	return out
+}
+
 // aliasesByMessage inverts the identity index for the live messages.
-func (e *Engine) aliasesByMessage() map[*message][]uint64 {
-	aliases := map[*message][]uint64{}
+func (e *Engine) aliasesByMessage() *messageAliases {
+	all := make([]messageAlias, 0, len(e.aliases))
 	for key, m := range e.aliases {
 		r := m.root()
 		if f := rootFlow(r); f != nil && f.state != flowReleased {
-			aliases[r] = append(aliases[r], key)
+			all = append(all, aliasOf(r, key))
 		}
 	}
-	return aliases
+	return indexAliases(all)
 }
 
-func (e *Engine) snapshotFlow(f *flow, aliases map[*message][]uint64) flowSnapshot {
+func (e *Engine) snapshotFlow(f *flow, aliases *messageAliases) flowSnapshot {
 	fs := flowSnapshot{
 		FirstSeen: f.firstSeen, LastActivity: f.lastActivity, State: f.state,
 		Flags: f.flags, EmittedID: f.emittedID, Anchor: f.anchor,
@@ -123,7 +171,7 @@ func (e *Engine) snapshotFlow(f *flow, aliases map[*message][]uint64) flowSnapsh
 		fs.Keys = append(fs.Keys, flowKeySnapshot{Kind: k.kind, Value: k.value})
 	}
 	for _, m := range e.liveMessages(f) {
-		fs.Messages = append(fs.Messages, snapshotMessage(m, aliases[m]))
+		fs.Messages = append(fs.Messages, snapshotMessage(m, aliases.of(m)))
 	}
 	return fs
 }

@@ -28,7 +28,7 @@ func (e *Engine) extract(ids []uint64) *bundle {
 			add(f)
 		}
 	}
-	aliases := map[*message][]uint64{}
+	var moved []messageAlias
 	for _, id := range ids {
 		m, ok := e.aliases[id]
 		if !ok {
@@ -36,10 +36,11 @@ func (e *Engine) extract(ids []uint64) *bundle {
 		}
 		r := m.root()
 		if f := rootFlow(r); f != nil && containsFlow(flows, f.root()) {
-			aliases[r] = append(aliases[r], id)
+			moved = append(moved, aliasOf(r, id))
 			delete(e.aliases, id)
 		}
 	}
+	aliases := indexAliases(moved)
 	b := &bundle{symbols: e.syms.names, version: e.version}
 	for _, f := range flows {
 		b.flows = append(b.flows, e.snapshotFlow(f, aliases))
