@@ -45,6 +45,7 @@ func TestCustomConfig(t *testing.T) {
 		MaxLabelValues:       50,
 		Workers:              4,
 		Checkpoint:           CheckpointConfig{Path: "/var/lib/flowtrace/correlator.checkpoint", Interval: time.Minute},
+		RecordEncoding:       EncodingBatch,
 	}, cfg)
 }
 
@@ -61,6 +62,7 @@ func TestInvalidConfigs(t *testing.T) {
 			"workers: must be at least 1",
 			"max_in_flight_hops: must not be negative",
 			"checkpoint::interval: must be positive",
+			`record_encoding: must be "attributes" or "batch", got "protobuf"`,
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

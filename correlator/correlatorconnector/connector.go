@@ -317,12 +317,16 @@ func (c *core) sendRecords(ctx context.Context, changes correlator.Changes, now 
 	rl := logs.ResourceLogs().AppendEmpty()
 	rl.Resource().Attributes().PutStr("service.name", "flowtrace")
 	logRecords := rl.ScopeLogs().AppendEmpty().LogRecords()
-	logRecords.EnsureCapacity(len(changes.Hops) + len(changes.Flows))
-	for _, h := range changes.Hops {
-		records.AppendHop(logRecords, h, now)
-	}
-	for _, f := range changes.Flows {
-		records.AppendFlow(logRecords, f, now)
+	if c.cfg.RecordEncoding == EncodingBatch {
+		records.AppendBatch(logRecords, changes.Hops, changes.Flows, now)
+	} else {
+		logRecords.EnsureCapacity(len(changes.Hops) + len(changes.Flows))
+		for _, h := range changes.Hops {
+			records.AppendHop(logRecords, h, now)
+		}
+		for _, f := range changes.Flows {
+			records.AppendFlow(logRecords, f, now)
+		}
 	}
 	if err := c.logs.ConsumeLogs(ctx, logs); err != nil {
 		if consumererror.IsPermanent(err) {

@@ -126,6 +126,10 @@ func decode(t *testing.T, sinks ...*consumertest.LogsSink) ([]model.Hop, []model
 						f, err := records.DecodeFlow(lrs.At(k))
 						require.NoError(t, err)
 						flows = append(flows, f)
+					case records.TypeBatch:
+						var err error
+						hops, flows, err = records.DecodeBatch(lrs.At(k), hops, flows)
+						require.NoError(t, err)
 					default:
 						t.Fatalf("record without a type: %v", lrs.At(k).Attributes().AsRaw())
 					}
@@ -199,6 +203,28 @@ func TestSpansInFlowsOutSharded(t *testing.T) {
 	feed(t, r, clock, batches)
 	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
 	r.shutdown(t)
+	hops, flows := decode(t, r.logsSink)
+	report := flowsim.Score(w.Truth, hops, flows)
+	require.True(t, report.Exact(), report.String())
+}
+
+// TestSpansInFlowsOutAsBatches is TestSpansInFlowsOut with the records sent
+// in batches: one log record per send, carrying every version.
+func TestSpansInFlowsOutAsBatches(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 11})
+	batches := w.Spans(50)
+	cfg := simConfig()
+	cfg.RecordEncoding = EncodingBatch
+	clock := &simClock{now: batches[0].Arrival}
+	r := newRoutes(t, NewFactory(), cfg, clock)
+	feed(t, r, clock, batches)
+	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+	r.shutdown(t)
+	for _, logs := range r.logsSink.AllLogs() {
+		lrs := logs.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
+		require.Equal(t, 1, lrs.Len(), "one record per send")
+		require.Equal(t, records.TypeBatch, records.Type(lrs.At(0)))
+	}
 	hops, flows := decode(t, r.logsSink)
 	report := flowsim.Score(w.Truth, hops, flows)
 	require.True(t, report.Exact(), report.String())

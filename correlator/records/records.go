@@ -18,6 +18,10 @@ import (
 const (
 	TypeHop  = "hop"
 	TypeFlow = "flow"
+	// TypeBatch carries many hop and flow versions in its body, in
+	// modelcodec's compact encoding: cheaper to write and read than one
+	// record of attributes each, but opaque to other logs backends.
+	TypeBatch = "batch"
 )
 
 // Attribute keys. Times are integers, nanoseconds since the epoch, 0 when
@@ -129,7 +133,7 @@ func AppendFlow(records plog.LogRecordSlice, f model.Flow, now time.Time) {
 	}
 }
 
-// Type returns the record's type, TypeHop or TypeFlow, or "".
+// Type returns the record's type, TypeHop, TypeFlow or TypeBatch, or "".
 func Type(r plog.LogRecord) string {
 	if v, ok := r.Attributes().Get(KeyType); ok {
 		return v.Str()

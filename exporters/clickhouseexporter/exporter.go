@@ -77,7 +77,8 @@ func (e *chExporter) eventRows(ctx context.Context, td ptrace.Traces) (*rows, []
 	return r, nil
 }
 
-// recordRows reads hop and flow records; malformed ones are returned apart.
+// recordRows reads hop and flow records, one by one or in batches;
+// malformed ones (a batch as one) are returned apart.
 func (e *chExporter) recordRows(_ context.Context, ld plog.Logs) (*rows, []error) {
 	r := &rows{}
 	var bad []error
@@ -103,6 +104,11 @@ func (e *chExporter) recordRows(_ context.Context, ld plog.Logs) (*rows, []error
 						continue
 					}
 					r.flows = append(r.flows, f)
+				case records.TypeBatch:
+					var err error
+					if r.hops, r.flows, err = records.DecodeBatch(lr, r.hops, r.flows); err != nil {
+						bad = append(bad, err)
+					}
 				default:
 					bad = append(bad, records.ErrNotARecord)
 				}

@@ -76,9 +76,27 @@ func start[T component.Component](t *testing.T, h host, create func(context.Cont
 }
 
 // TestFlowsReachStorageExactly: the simulator's spans go through the
-// correlator; its records go through the exporter into embedded ClickHouse;
-// the flows read back are the true ones.
+// correlator; its records go through the exporter into embedded ClickHouse,
+// one by one and in batches; the flows read back are the true ones.
 func TestFlowsReachStorageExactly(t *testing.T) {
+	t.Run("records", func(t *testing.T) {
+		testFlowsReachStorageExactly(t, func(lrs plog.LogRecordSlice, c correlator.Changes) {
+			for _, h := range c.Hops {
+				records.AppendHop(lrs, h, time.Now())
+			}
+			for _, f := range c.Flows {
+				records.AppendFlow(lrs, f, time.Now())
+			}
+		})
+	})
+	t.Run("batches", func(t *testing.T) {
+		testFlowsReachStorageExactly(t, func(lrs plog.LogRecordSlice, c correlator.Changes) {
+			records.AppendBatch(lrs, c.Hops, c.Flows, time.Now())
+		})
+	})
+}
+
+func testFlowsReachStorageExactly(t *testing.T, appendChanges func(plog.LogRecordSlice, correlator.Changes)) {
 	h, st := startStorage(t)
 	logsExp := start(t, h, NewFactory().CreateLogs, syncConfig())
 	tracesExp := start(t, h, NewFactory().CreateTraces, syncConfig())
@@ -93,13 +111,7 @@ func TestFlowsReachStorageExactly(t *testing.T) {
 	ctx := context.Background()
 	send := func(c correlator.Changes) {
 		logs := plog.NewLogs()
-		lrs := logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
-		for _, h := range c.Hops {
-			records.AppendHop(lrs, h, time.Now())
-		}
-		for _, f := range c.Flows {
-			records.AppendFlow(lrs, f, time.Now())
-		}
+		appendChanges(logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords(), c)
 		require.NoError(t, logsExp.ConsumeLogs(ctx, logs))
 	}
 	for i := range w.Events {
@@ -149,15 +161,18 @@ func TestMalformedRecordsAreRefusedNotRetried(t *testing.T) {
 	records.AppendHop(lrs, model.Hop{FlowID: "good", HopID: "h", Version: 1}, now)
 	lrs.At(1).Attributes().PutStr(records.KeyVersion, "not a number")
 	lrs.AppendEmpty().Body().SetStr("a log line, not a record")
+	records.AppendBatch(lrs, []model.Hop{{FlowID: "good", HopID: "b", Version: 1}}, nil, now)
+	lrs.At(3).Body().Bytes().Append(0) // a byte too many: the batch is refused whole
 
 	err := exp.ConsumeLogs(context.Background(), logs)
 	require.Error(t, err)
 	assert.True(t, consumererror.IsPermanent(err))
-	assert.ErrorContains(t, err, "2 malformed")
+	assert.ErrorContains(t, err, "3 malformed")
 	assert.ErrorContains(t, err, "flowtrace.version: want Int, got Str")
 	got, err := st.GetFlow(context.Background(), "good")
 	require.NoError(t, err, "the well-formed record is written")
 	assert.Equal(t, "api orders", got.Flow.Name)
+	assert.Empty(t, got.Hops, "neither the malformed hop nor the refused batch's")
 }
 
 func TestBacklogSamples(t *testing.T) {
