@@ -1,6 +1,7 @@
 package correlator
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/gob"
 	"errors"
@@ -11,12 +12,16 @@ import (
 )
 
 // checkpointFormat changes whenever the snapshot's shape does; a checkpoint
-// of another format is refused rather than misread.
-const checkpointFormat = 4
+// of another format is refused rather than misread. Format 5 is the binary
+// form of snapshotcodec.go; gobFormat, the one before, is still read.
+const (
+	checkpointFormat = 5
+	gobFormat        = 4
+)
 
-// snapshot is the engine's state in a form gob can write. Union-find sets are
+// snapshot is the engine's state as checkpoints of gobFormat hold it. Union-find sets are
 // flattened to their roots; released flows are left out. Symbol ids index
-// Symbols.
+// Symbols. Its parts also carry flows between Sharded's workers.
 type snapshot struct {
 	Format  int
 	Now     int64
@@ -77,28 +82,20 @@ type Snapshot interface {
 	Encode(w io.Writer) error
 }
 
-type engineSnapshot struct{ snap snapshot }
+type engineSnapshot struct{ data []byte }
 
 func (s *engineSnapshot) Encode(w io.Writer) error {
-	if err := gob.NewEncoder(w).Encode(&s.snap); err != nil {
+	if _, err := w.Write(s.data); err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	return nil
 }
 
-// Snapshot copies the engine's state. Call it from the goroutine that owns
-// the engine; encoding the copy can happen anywhere, later.
+// Snapshot captures the engine's state, already in the checkpoint format.
+// Call it from the goroutine that owns the engine; writing the capture out
+// can happen anywhere, later.
 func (e *Engine) Snapshot() Snapshot {
-	aliases := e.aliasesByMessage()
-	// Symbols only ever grow, so the table as it is now stays valid.
-	snap := snapshot{Format: checkpointFormat, Now: e.now, Version: e.version, Symbols: e.syms.names[:len(e.syms.names):len(e.syms.names)], Stats: e.stats}
-	snap.Flows = make([]flowSnapshot, 0, e.flows)
-	for state := flowActive; state < flowReleased; state++ {
-		for f := e.lists[state].head; f != nil; f = f.next {
-			snap.Flows = append(snap.Flows, e.snapshotFlow(f, aliases))
-		}
-	}
-	return &engineSnapshot{snap: snap}
+	return &engineSnapshot{data: e.encodeSnapshot()}
 }
 
 // Checkpoint writes the engine's state: Snapshot, then Encode.
@@ -140,9 +137,8 @@ func aliasOf(m *message, key uint64) messageAlias {
 
 // indexAliases groups aliases by message, taking over the slice.
 func indexAliases(all []messageAlias) *messageAliases {
-	slices.SortFunc(all, func(a, b messageAlias) int {
-		return cmp.Or(cmp.Compare(a.message, b.message), cmp.Compare(a.key, b.key))
-	})
+	// A message's aliases may come in any order: restoring reads them as a set.
+	slices.SortFunc(all, func(a, b messageAlias) int { return cmp.Compare(a.message, b.message) })
 	out := &messageAliases{messages: make([]uintptr, len(all)), keys: make([]uint64, len(all))}
 	for i, a := range all {
 		out.messages[i], out.keys[i] = a.message, a.key
@@ -208,11 +204,18 @@ func (e *Engine) Restore(r io.Reader) error {
 	if e.flows != 0 || len(e.aliases) != 0 || len(e.syms.names) > 1 {
 		return ErrNotEmpty
 	}
-	var snap snapshot
-	if err := gob.NewDecoder(r).Decode(&snap); err != nil {
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return fmt.Errorf("read checkpoint: %w", err)
 	}
-	if snap.Format != checkpointFormat {
+	if len(data) > 0 && data[0] == snapshotMagic {
+		return e.restoreBinary(data)
+	}
+	var snap snapshot
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&snap); err != nil {
+		return fmt.Errorf("read checkpoint: %w", err)
+	}
+	if snap.Format != gobFormat {
 		return fmt.Errorf("read checkpoint: format %d, want %d", snap.Format, checkpointFormat)
 	}
 	if len(snap.Symbols) == 0 || snap.Symbols[0] != "" {

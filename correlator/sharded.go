@@ -281,7 +281,7 @@ func (s *Sharded) Restore(r io.Reader) error {
 	if err := gob.NewDecoder(r).Decode(&snap); err != nil {
 		return fmt.Errorf("read checkpoint: %w", err)
 	}
-	if snap.Format != checkpointFormat {
+	if snap.Format != checkpointFormat && snap.Format != gobFormat { // each worker's part says which
 		return fmt.Errorf("read checkpoint: format %d, want %d", snap.Format, checkpointFormat)
 	}
 	if len(snap.Workers) != len(s.workers) {
