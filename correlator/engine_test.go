@@ -3,6 +3,7 @@ package correlator
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sort"
 	"testing"
@@ -259,13 +260,7 @@ func TestCheckpointRestoreNeitherLosesNorSplitsFlows(t *testing.T) {
 	events := chain()
 	want := shape(final(t, Config{}, events))
 	for cut := 0; cut <= len(events); cut++ {
-		first, err := New(Config{})
-		require.NoError(t, err)
-		var all Changes
-		for i := range events[:cut] {
-			first.Add(at(i), &events[i])
-		}
-		appendChanges(&all, first.Flush())
+		first, all := runUntil(t, events, cut)
 		// The snapshot is the state at the cut, however the engine goes on.
 		snap := first.Snapshot()
 		for i := cut; i < len(events); i++ {
@@ -276,16 +271,37 @@ func TestCheckpointRestoreNeitherLosesNorSplitsFlows(t *testing.T) {
 		var buf bytes.Buffer
 		require.NoError(t, snap.Encode(&buf))
 
-		second, err := New(Config{})
-		require.NoError(t, err)
-		require.NoError(t, second.Restore(&buf))
-		for i := cut; i < len(events); i++ {
-			second.Add(at(i), &events[i])
-		}
-		second.Advance(at(len(events)).Add(second.cfg.FlowIdle))
-		appendChanges(&all, second.Flush())
+		resumeFrom(t, &buf, events, cut, &all)
 		require.Equal(t, want, shape(latest(all)), "restart after %d events", cut)
 	}
+}
+
+// runUntil feeds events[:cut] to a new engine and returns it with the
+// changes flushed.
+func runUntil(t *testing.T, events []model.Event, cut int) (*Engine, Changes) {
+	t.Helper()
+	e, err := New(Config{})
+	require.NoError(t, err)
+	for i := range events[:cut] {
+		e.Add(at(i), &events[i])
+	}
+	var all Changes
+	appendChanges(&all, e.Flush())
+	return e, all
+}
+
+// resumeFrom restores a checkpoint into a new engine, feeds it
+// events[cut:], lets every flow finish, and adds its changes to all.
+func resumeFrom(t *testing.T, checkpoint io.Reader, events []model.Event, cut int, all *Changes) {
+	t.Helper()
+	e, err := New(Config{})
+	require.NoError(t, err)
+	require.NoError(t, e.Restore(checkpoint))
+	for i := cut; i < len(events); i++ {
+		e.Add(at(i), &events[i])
+	}
+	e.Advance(at(len(events)).Add(e.cfg.FlowIdle))
+	appendChanges(all, e.Flush())
 }
 
 func TestRestoreRefusesGarbage(t *testing.T) {

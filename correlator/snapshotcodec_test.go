@@ -31,25 +31,23 @@ func TestRestoreReadsGobCheckpoints(t *testing.T) {
 	events := chain()
 	want := shape(final(t, Config{}, events))
 	for cut := 0; cut <= len(events); cut++ {
-		first, err := New(Config{})
-		require.NoError(t, err)
-		var all Changes
-		for i := range events[:cut] {
-			first.Add(at(i), &events[i])
-		}
-		appendChanges(&all, first.Flush())
-		old := gobCheckpoint(t, first)
-
-		second, err := New(Config{})
-		require.NoError(t, err)
-		require.NoError(t, second.Restore(bytes.NewReader(old)))
-		for i := cut; i < len(events); i++ {
-			second.Add(at(i), &events[i])
-		}
-		second.Advance(at(len(events)).Add(second.cfg.FlowIdle))
-		appendChanges(&all, second.Flush())
+		first, all := runUntil(t, events, cut)
+		resumeFrom(t, bytes.NewReader(gobCheckpoint(t, first)), events, cut, &all)
 		require.Equal(t, want, shape(latest(all)), "restart after %d events", cut)
 	}
+}
+
+// chainCheckpoint is a checkpoint of an engine fed chain's events.
+func chainCheckpoint(t testing.TB) []byte {
+	e, err := New(Config{})
+	require.NoError(t, err)
+	events := chain()
+	for i := range events {
+		e.Add(at(i), &events[i])
+	}
+	var buf bytes.Buffer
+	require.NoError(t, e.Checkpoint(&buf))
+	return buf.Bytes()
 }
 
 // Every counter of Stats survives a checkpoint: a field added to Stats
@@ -75,15 +73,7 @@ func TestCheckpointKeepsEveryCounter(t *testing.T) {
 }
 
 func TestRestoreRefusesDamagedCheckpoints(t *testing.T) {
-	e, err := New(Config{})
-	require.NoError(t, err)
-	events := chain()
-	for i := range events {
-		e.Add(at(i), &events[i])
-	}
-	var buf bytes.Buffer
-	require.NoError(t, e.Checkpoint(&buf))
-	whole := buf.Bytes()
+	whole := chainCheckpoint(t)
 	for name, data := range map[string][]byte{
 		"truncated":    whole[:len(whole)-5],
 		"trailing":     append(append([]byte(nil), whole...), 0),
@@ -100,15 +90,7 @@ func TestRestoreRefusesDamagedCheckpoints(t *testing.T) {
 // FuzzRestore reads arbitrary bytes as a checkpoint: an error or an engine,
 // never a panic.
 func FuzzRestore(f *testing.F) {
-	e, err := New(Config{})
-	require.NoError(f, err)
-	events := chain()
-	for i := range events {
-		e.Add(at(i), &events[i])
-	}
-	var buf bytes.Buffer
-	require.NoError(f, e.Checkpoint(&buf))
-	f.Add(buf.Bytes())
+	f.Add(chainCheckpoint(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 || data[0] != snapshotMagic {
 			return // gob's own decoder reads the rest
