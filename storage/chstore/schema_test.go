@@ -90,7 +90,8 @@ func TestNoTTLWhenZero(t *testing.T) {
 
 // A database made by the migrations as they were before 0006 (kept in
 // testdata) is brought to today's tables: flows searchable by key, flow_keys
-// gone, the unused bloom filters dropped, key kinds plain strings.
+// gone, the unused bloom filters dropped, key kinds plain strings, ids in
+// LZ4.
 func TestUpgradeFromFlowKeys(t *testing.T) {
 	schema := chstore.Schema{Database: "test_upgrade_flow_keys"}
 	t.Cleanup(func() { _ = engine.Exec(context.Background(), "DROP DATABASE IF EXISTS test_upgrade_flow_keys", nil) })
@@ -116,6 +117,9 @@ func TestUpgradeFromFlowKeys(t *testing.T) {
 	}
 	assert.Equal(t, map[string][]string{"events": {"idx_message_id"}, "flows": {"idx_keys", "idx_name", "idx_start"}}, indexes)
 	assert.Empty(t, queryRows(t, "SELECT name FROM system.tables WHERE database = {db:String} AND name = 'flow_keys'", chstore.Params{"db": schema.Database}))
+	// 0008: ids compressed with LZ4, as 0001 and 0002 now create them.
+	assert.Empty(t, queryRows(t, "SELECT table, name FROM system.columns WHERE database = {db:String} AND table IN ('events', 'hops') AND compression_codec LIKE '%ZSTD%'",
+		chstore.Params{"db": schema.Database}), "events and hops hold no ZSTD column any more")
 	// 0007: key kinds as plain strings, as 0003 now creates them.
 	assert.Equal(t, []map[string]any{{"type": "Array(String)"}},
 		queryRows(t, "SELECT type FROM system.columns WHERE database = {db:String} AND table = 'flows' AND name = 'keys.kind'", chstore.Params{"db": schema.Database}))

@@ -17,8 +17,8 @@ CREATE TABLE IF NOT EXISTS {{table "hops"}} {{onCluster}}
     consumer       LowCardinality(String),
     consumer_group LowCardinality(String),
     operation      LowCardinality(String),
-    message_id     String CODEC(ZSTD(1)),
-    trace_id       String CODEC(ZSTD(1)),
+    message_id     String CODEC(LZ4),
+    trace_id       String CODEC(LZ4),
     publish_time   DateTime64(9, 'UTC'),
     deliver_time   DateTime64(9, 'UTC'),
     settle_time    DateTime64(9, 'UTC'),
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS {{table "hops"}} {{onCluster}}
     processing_ns  Int64,
     attempts       UInt16,
     outcome        LowCardinality(String),
-    reason         String CODEC(ZSTD(1)),
+    reason         String CODEC(LZ4),
     counted        UInt8
 )
 ENGINE = {{engine "ReplacingMergeTree" "version, deleted"}}
