@@ -129,6 +129,7 @@ func (e *chExporter) backlogRows(_ context.Context, md pmetric.Metrics) (*rows, 
 // attempt wrote; storage drops the repeated blocks.
 func (e *chExporter) push(ctx context.Context, req xexporterhelper.Request) error {
 	r := req.(*rows)
+	r.gather()
 	if len(r.events) > 0 {
 		if err := e.store.WriteEvents(ctx, r.events); err != nil {
 			return err

@@ -57,10 +57,20 @@ func TestRowsRoundTripThroughTheQueueEncoding(t *testing.T) {
 func TestMergeSplitByRows(t *testing.T) {
 	ctx := context.Background()
 	a, b := sampleRows(2), sampleRows(3) // 8 and 12 rows
+	wantEvents := append(slices.Clone(a.events), b.events...)
+	wantFlows := append(slices.Clone(a.flows), b.flows...)
 	parts, err := a.MergeSplit(ctx, 0, exporterhelper.RequestSizerTypeItems, b)
 	require.NoError(t, err)
 	require.Len(t, parts, 1, "no limit, no split")
 	assert.Equal(t, 20, parts[0].ItemsCount())
+	// Queued as it is, merged rows and all, it reads back whole and in order.
+	encoded, err := rowsEncoding{}.Marshal(ctx, parts[0])
+	require.NoError(t, err)
+	_, decoded, err := rowsEncoding{}.Unmarshal(encoded)
+	require.NoError(t, err)
+	assert.Equal(t, wantEvents, decoded.(*rows).events)
+	assert.Equal(t, wantFlows, decoded.(*rows).flows)
+	assert.Equal(t, 20, decoded.ItemsCount())
 
 	parts, err = sampleRows(5).MergeSplit(ctx, 6, exporterhelper.RequestSizerTypeItems, sampleRows(1))
 	require.NoError(t, err)
@@ -105,24 +115,9 @@ func FuzzUnmarshalRows(f *testing.F) {
 	})
 }
 
-func TestAppendRowsGrowsTowardsTheBatch(t *testing.T) {
-	small := appendRows([]int(nil), []int{1, 2}, 100_000)
-	assert.Equal(t, []int{1, 2}, small)
-	assert.LessOrEqual(t, cap(small), 16, "a few rows stay small")
-
-	big := appendRows(make([]int, 20_000), make([]int, 1_000), 100_000)
-	assert.Len(t, big, 21_000)
-	assert.GreaterOrEqual(t, cap(big), 100_000, "grown to the batch at once")
-	assert.Less(t, cap(big), 110_000, "and not far past it")
-	again := appendRows(big, make([]int, 1_000), 100_000)
-	assert.Equal(t, &big[0], &again[0], "no copy while there is room")
-
-	unbounded := appendRows(make([]int, 10), make([]int, 10), 0)
-	assert.GreaterOrEqual(t, cap(unbounded), 20)
-}
-
 // BenchmarkMergeSplit gathers a batch as the sending queue does: requests of
-// 1,200 spans' rows merged one by one up to 100,000.
+// 1,200 spans' rows merged one by one up to 100,000, then copied together
+// as the push does.
 func BenchmarkMergeSplit(b *testing.B) {
 	const request, batch = 1_200, 100_000
 	parts := make([]*rows, batch/request)
@@ -138,6 +133,7 @@ func BenchmarkMergeSplit(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		acc.gather()
 	}
 	b.ReportMetric(float64(b.N*len(parts)*request)/b.Elapsed().Seconds(), "rows/s")
 }
