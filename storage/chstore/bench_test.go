@@ -3,6 +3,7 @@ package chstore_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -154,4 +155,60 @@ func processCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
 	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkInsertAndMerge reports what each table costs the whole process
+// in CPU, background merges stopped: inserting one second of the end-to-end
+// load at 40,000 spans/s (40,000 events, 13,334 hops, 13,334 flow versions:
+// each flow twice, as it starts and as it finishes), then merging ten such
+// seconds into one part per table. Run with:
+//
+//	go test -run '^$' -bench InsertAndMerge -benchtime 3x ./storage/chstore
+func BenchmarkInsertAndMerge(b *testing.B) {
+	const seconds, spans = 10, 40_000
+	ctx := context.Background()
+	tables := []string{"events", "hops", "flows", "edges_1m"}
+	insert := map[string]time.Duration{}
+	merge := map[string]time.Duration{}
+	for n := range b.N {
+		schema := chstore.Schema{Database: fmt.Sprintf("bench_insert_merge_%d", n)}
+		st, err := chstore.New(engine, schema)
+		require.NoError(b, err)
+		require.NoError(b, st.Migrate(ctx))
+		for _, table := range tables {
+			require.NoError(b, engine.Exec(ctx, "SYSTEM STOP MERGES "+schema.Database+"."+table, nil))
+		}
+		for i := range seconds {
+			events := benchEvents(spans, i)
+			hops, flows := benchFlows(spans/6, i)
+			finished := slices.Clone(flows)
+			for j := range finished {
+				finished[j].Version, finished[j].Status = 2, model.FlowCompleted
+			}
+			flows = append(flows, finished...)
+			timedCPU(b, insert, "events", func() error { return st.WriteEvents(ctx, events) })
+			timedCPU(b, insert, "hops", func() error { return st.WriteHops(ctx, hops) }) // edges_1m's view included
+			timedCPU(b, insert, "flows", func() error { return st.WriteFlows(ctx, flows) })
+		}
+		for _, table := range tables {
+			name := schema.Database + "." + table
+			require.NoError(b, engine.Exec(ctx, "SYSTEM START MERGES "+name, nil))
+			timedCPU(b, merge, table, func() error { return engine.Exec(ctx, "OPTIMIZE TABLE "+name+" FINAL", nil) })
+		}
+		require.NoError(b, engine.Exec(ctx, "DROP DATABASE "+schema.Database, nil))
+	}
+	for _, table := range tables {
+		if d, ok := insert[table]; ok {
+			b.ReportMetric(float64(d.Milliseconds())/float64(b.N*seconds), "ms-insert-"+table)
+		}
+		b.ReportMetric(float64(merge[table].Milliseconds())/float64(b.N), "ms-merge10-"+table)
+	}
+}
+
+// timedCPU adds the process CPU that do took to totals[name].
+func timedCPU(b *testing.B, totals map[string]time.Duration, name string, do func() error) {
+	b.Helper()
+	before := processCPU(b)
+	require.NoError(b, do())
+	totals[name] += processCPU(b) - before
 }
