@@ -19,9 +19,10 @@ const (
 	gobFormat        = 4
 )
 
-// snapshot is the engine's state as checkpoints of gobFormat hold it. Union-find sets are
-// flattened to their roots; released flows are left out. Symbol ids index
-// Symbols. Its parts also carry flows between Sharded's workers.
+// snapshot is the engine's state as checkpoints of gobFormat hold it.
+// Union-find sets are flattened to their roots; released flows are left
+// out. Symbol ids index Symbols. Its parts also carry flows between
+// Sharded's workers.
 type snapshot struct {
 	Format  int
 	Now     int64
