@@ -29,7 +29,8 @@ import (
 // (with CHDB_LIB_PATH set, as make does). FLOWTRACE_LOAD_PIPELINE=nop runs
 // the same binary and workload through a plain OTLP → batch → nop pipeline,
 // for the overhead ratio; FLOWTRACE_LOAD_DATA_DIR=/dev/shm puts the data
-// directory there; FLOWTRACE_LOAD_TRACE=1 logs every marker's latency;
+// directory there; FLOWTRACE_LOAD_TRACE=1 logs every marker's latency and
+// the CPU of every minute;
 // FLOWTRACE_LOAD_SET='key=value;key=value' adds --set overrides (for tuning
 // experiments); FLOWTRACE_LOAD_PPROF=127.0.0.1:1777 serves the
 // loaded process's pprof there. Results go to the test log;
@@ -107,6 +108,7 @@ func TestEndToEndLoad(t *testing.T) {
 		duration = d
 	}
 	nop := os.Getenv("FLOWTRACE_LOAD_PIPELINE") == "nop"
+	trace := os.Getenv("FLOWTRACE_LOAD_TRACE") != ""
 	dataDir := t.TempDir()
 	if parent := os.Getenv("FLOWTRACE_LOAD_DATA_DIR"); parent != "" { // e.g. on tmpfs, to leave the disk out
 		var err error
@@ -238,7 +240,7 @@ service:
 			for m := range sentMarkers {
 				if latency, ok := waitQueryable(client, child.ep.api, m.name, m.sentAt, 10*time.Minute); ok {
 					latencies = append(latencies, latency)
-					if os.Getenv("FLOWTRACE_LOAD_TRACE") != "" {
+					if trace {
 						t.Logf("marker %s sent at +%.1fs: %s", m.name, m.sentAt.Sub(loadStart).Seconds(), latency)
 					}
 				}
@@ -249,12 +251,20 @@ service:
 	cpuBefore := cpuSeconds(t, child.cmd.Process.Pid)
 	start := time.Now()
 	next := start
+	// With tracing, the CPU of every minute too: large merges show as
+	// minutes that cost more.
+	minuteStart, minuteCPU := start, cpuBefore
 	for time.Since(start) < duration {
 		work <- batch{body: spanBatch(&seq, flowsPerBatch, time.Now(), ""), load: true}
 		sent.Add(1)
 		next = next.Add(interval)
 		if d := time.Until(next); d > 0 {
 			time.Sleep(d)
+		}
+		if trace && time.Since(minuteStart) >= time.Minute {
+			now := cpuSeconds(t, child.cmd.Process.Pid)
+			t.Logf("minute to +%.0fs: %.2f cores", time.Since(start).Seconds(), (now-minuteCPU)/time.Since(minuteStart).Seconds())
+			minuteStart, minuteCPU = time.Now(), now
 		}
 	}
 	elapsed := time.Since(start)
@@ -266,7 +276,7 @@ service:
 	if !nop {
 		work <- batch{body: spanBatch(&seq, 1, time.Now(), "last")}
 		var ok bool
-		drained, ok = waitQueryable(client, child.ep.api, "last", start, 10*time.Minute)
+		drained, ok = waitQueryable(client, child.ep.api, "last", start, duration+10*time.Minute)
 		require.True(t, ok, "the last marker never became queryable")
 	}
 	markers.Wait()
