@@ -37,6 +37,15 @@ func TestDataSurvivesReopen(t *testing.T) {
 	assert.Equal(t, `{"v":"still here"}`+"\n", string(out))
 }
 
+func TestMergesRunAtLowerPriority(t *testing.T) {
+	conn, err := Open(t.TempDir())
+	require.NoError(t, err)
+	defer conn.Close()
+	out, err := conn.Query(context.Background(), "SELECT value FROM system.server_settings WHERE name = 'os_threads_nice_value_merge_mutate'", nil)
+	require.NoError(t, err)
+	assert.Equal(t, `{"value":"5"}`+"\n", string(out))
+}
+
 func TestOneSessionPerProcess(t *testing.T) {
 	first, err := Open("")
 	require.NoError(t, err)
