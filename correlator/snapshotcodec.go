@@ -64,13 +64,7 @@ func (e *Engine) encodeSnapshot() []byte {
 	for _, counter := range statsCounters(&e.stats) {
 		w.uvarint(*counter)
 	}
-	flows := 0
-	for state := flowActive; state < flowReleased; state++ {
-		for f := e.lists[state].head; f != nil; f = f.next {
-			flows++
-		}
-	}
-	w.count(flows)
+	w.count(e.flows) // every flow on the lists below, and only those
 	for state := flowActive; state < flowReleased; state++ {
 		for f := e.lists[state].head; f != nil; f = f.next {
 			e.encodeFlow(w, f, aliases)
