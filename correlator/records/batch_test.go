@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/model/modelcodec"
 )
 
 func TestBatchRoundTrip(t *testing.T) {
@@ -27,6 +28,30 @@ func TestBatchRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, hops)
 	assert.Empty(t, flows)
+
+	// Read still encoded: the sections decode to the same versions.
+	b, err := ReadBatch(records.At(0))
+	require.NoError(t, err)
+	assert.Equal(t, 2, b.HopCount)
+	assert.Equal(t, 1, b.FlowCount)
+	assert.Equal(t, []model.Hop{sampleHop(), pending}, decodeAll(t, b.Hops, b.HopCount, (*modelcodec.Decoder).Hop))
+	assert.Equal(t, []model.Flow{sampleFlow()}, decodeAll(t, b.Flows, b.FlowCount, (*modelcodec.Decoder).Flow))
+}
+
+// decodeAll decodes n values that make up the whole of data.
+func decodeAll[T any](t *testing.T, data []byte, n int, decode func(*modelcodec.Decoder, *T)) []T {
+	t.Helper()
+	d := modelcodec.NewDecoder(data)
+	var out []T // nil for none, as DecodeBatch leaves it
+	if n > 0 {
+		out = make([]T, n)
+	}
+	for i := range out {
+		decode(d, &out[i])
+	}
+	require.NoError(t, d.Err())
+	require.Zero(t, d.Len(), "nothing after the last value")
+	return out
 }
 
 func TestBatchRefusesWhatItCannotRead(t *testing.T) {
@@ -55,12 +80,15 @@ func TestBatchRefusesWhatItCannotRead(t *testing.T) {
 			require.ErrorContains(t, err, tc.want)
 			assert.Empty(t, hops, "a batch is refused whole")
 			assert.Empty(t, flows)
+			_, err = ReadBatch(r)
+			require.ErrorContains(t, err, tc.want, "reading it still encoded refuses it too")
 		})
 	}
 }
 
 // FuzzDecodeBatch reads arbitrary bytes as a batch body: an error or the
-// records, never a panic.
+// records, never a panic; and ReadBatch refuses exactly what DecodeBatch
+// refuses.
 func FuzzDecodeBatch(f *testing.F) {
 	records := plog.NewLogRecordSlice()
 	AppendBatch(records, []model.Hop{sampleHop()}, []model.Flow{sampleFlow()}, t0)
@@ -71,7 +99,13 @@ func FuzzDecodeBatch(f *testing.F) {
 		r := records.AppendEmpty()
 		r.Attributes().PutStr(KeyType, TypeBatch)
 		r.Body().SetEmptyBytes().FromRaw(body)
-		_, _, _ = DecodeBatch(r, nil, nil)
+		hops, flows, err := DecodeBatch(r, nil, nil)
+		b, readErr := ReadBatch(r)
+		require.Equal(t, err == nil, readErr == nil, "decode: %v, read: %v", err, readErr)
+		if err == nil {
+			assert.Equal(t, hops, decodeAll(t, b.Hops, b.HopCount, (*modelcodec.Decoder).Hop))
+			assert.Equal(t, flows, decodeAll(t, b.Flows, b.FlowCount, (*modelcodec.Decoder).Flow))
+		}
 	})
 }
 

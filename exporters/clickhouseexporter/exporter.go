@@ -19,6 +19,7 @@ import (
 	"github.com/flowtrace/flowtrace/correlator/spanevent"
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter/internal/metadata"
 	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/model/modelcodec"
 	"github.com/flowtrace/flowtrace/storage"
 	"github.com/flowtrace/flowtrace/storage/flowstorage"
 )
@@ -59,23 +60,27 @@ func (e *chExporter) start(_ context.Context, host component.Host) error {
 	return nil
 }
 
-// eventRows reads messaging spans into events; other spans are skipped.
-// Attributes of the wrong type are read as absent, and counted.
+// eventRows reads messaging spans into events, encoded as they are read;
+// other spans are skipped. Attributes of the wrong type are read as
+// absent, and counted.
 func (e *chExporter) eventRows(ctx context.Context, td ptrace.Traces) (*rows, []error) {
 	conv := e.converters.Get().(*spanevent.Converter)
 	defer e.converters.Put(conv)
-	r := &rows{events: make([]model.Event, 0, td.SpanCount())}
+	events := section{kind: eventRows, data: make([]byte, 0, bytesPerEvent*td.SpanCount())}
 	stats := conv.Convert(td, func(ev *model.Event) {
-		copied := *ev
-		copied.Links = append([]model.SpanRef(nil), ev.Links...)
-		copied.Keys = append([]model.Key(nil), ev.Keys...)
-		r.events = append(r.events, copied)
+		events.data = modelcodec.AppendEvent(events.data, ev)
+		events.count++
 	})
 	if stats.Malformed > 0 {
 		e.rejected.Add(ctx, int64(stats.Malformed))
 	}
+	r := &rows{}
+	r.addSection(events)
 	return r, nil
 }
+
+// bytesPerEvent is a first guess at an event's encoded size.
+const bytesPerEvent = 160
 
 // recordRows reads hop and flow records, one by one or in batches;
 // malformed ones (a batch as one) are returned apart.
@@ -105,10 +110,13 @@ func (e *chExporter) recordRows(_ context.Context, ld plog.Logs) (*rows, []error
 					}
 					r.flows = append(r.flows, f)
 				case records.TypeBatch:
-					var err error
-					if r.hops, r.flows, err = records.DecodeBatch(lr, r.hops, r.flows); err != nil {
+					b, err := records.ReadBatch(lr)
+					if err != nil {
 						bad = append(bad, err)
+						continue
 					}
+					r.addSection(section{hopRows, b.HopCount, b.Hops})
+					r.addSection(section{flowRows, b.FlowCount, b.Flows})
 				default:
 					bad = append(bad, records.ErrNotARecord)
 				}
@@ -129,7 +137,10 @@ func (e *chExporter) backlogRows(_ context.Context, md pmetric.Metrics) (*rows, 
 // attempt wrote; storage drops the repeated blocks.
 func (e *chExporter) push(ctx context.Context, req xexporterhelper.Request) error {
 	r := req.(*rows)
-	r.gather()
+	if err := r.gather(); err != nil {
+		e.rejected.Add(ctx, int64(r.ItemsCount()))
+		return consumererror.NewPermanent(err)
+	}
 	if len(r.events) > 0 {
 		if err := e.store.WriteEvents(ctx, r.events); err != nil {
 			return err

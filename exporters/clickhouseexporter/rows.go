@@ -23,6 +23,11 @@ type rows struct {
 	backlog []model.BacklogSample
 	bytes   int // estimated encoded size; 0 until counted
 
+	// sections are rows still in modelcodec's encoding, as spans were read
+	// or batch records came: the queue stores them as they are, and they
+	// are decoded only to be written. They follow the rows above.
+	sections []section
+
 	// merged are the requests a batch gathered and has not copied into the
 	// slices above yet: each row is copied once, when the batch is written
 	// or cut, into slices of the batch's final size. Growing the slices
@@ -31,16 +36,40 @@ type rows struct {
 	mergedItems int // the rows of merged
 }
 
+// section is count rows of one kind in modelcodec's encoding, one after
+// another.
+type section struct {
+	kind  rowKind
+	count int
+	data  []byte
+}
+
+type rowKind uint8
+
+const (
+	eventRows rowKind = iota
+	hopRows
+	flowRows
+	backlogRows
+)
+
 var _ xexporterhelper.Request = (*rows)(nil)
 
 func (r *rows) ItemsCount() int {
-	return len(r.events) + len(r.hops) + len(r.flows) + len(r.backlog) + r.mergedItems
+	n := r.mergedItems
+	for kind := range backlogRows + 1 {
+		n += r.count(kind)
+	}
+	return n
 }
 
 // BytesSize estimates the encoded size: the strings, and a bound on the rest.
 func (r *rows) BytesSize() int {
 	if r.bytes == 0 {
 		r.bytes = r.countBytes()
+		for _, s := range r.sections {
+			r.bytes += len(s.data)
+		}
 		for _, m := range r.merged {
 			r.bytes += m.BytesSize()
 		}
@@ -48,27 +77,73 @@ func (r *rows) BytesSize() int {
 	return r.bytes
 }
 
-// gather copies the merged requests' rows into r's own slices.
-func (r *rows) gather() {
-	if len(r.merged) == 0 {
-		return
+// addSection adds a section of rows, if it has any.
+func (r *rows) addSection(s section) {
+	if s.count > 0 {
+		r.sections = append(r.sections, s)
+		r.bytes = 0
 	}
-	events, hops, flows, backlog := len(r.events), len(r.hops), len(r.flows), len(r.backlog)
-	for _, m := range r.merged {
-		events, hops, flows, backlog = events+len(m.events), hops+len(m.hops), flows+len(m.flows), backlog+len(m.backlog)
+}
+
+// parts are r and the requests merged into it, in order.
+func (r *rows) parts() []*rows {
+	return append([]*rows{r}, r.merged...)
+}
+
+// gather copies the merged requests' rows into r's own slices and decodes
+// every section, each row once, into slices of the final size. An error
+// means a section that does not decode: rows are checked as they are read,
+// so it is a defect, not bad input.
+func (r *rows) gather() error {
+	if len(r.merged) == 0 && len(r.sections) == 0 {
+		return nil
 	}
-	r.events = slices.Grow(r.events, events-len(r.events))
-	r.hops = slices.Grow(r.hops, hops-len(r.hops))
-	r.flows = slices.Grow(r.flows, flows-len(r.flows))
-	r.backlog = slices.Grow(r.backlog, backlog-len(r.backlog))
-	for _, m := range r.merged {
-		r.events = append(r.events, m.events...)
-		r.hops = append(r.hops, m.hops...)
-		r.flows = append(r.flows, m.flows...)
-		r.backlog = append(r.backlog, m.backlog...)
+	parts := r.parts()
+	events, err1 := gatherKind(parts, eventRows, func(p *rows) []model.Event { return p.events }, (*modelcodec.Decoder).Event)
+	hops, err2 := gatherKind(parts, hopRows, func(p *rows) []model.Hop { return p.hops }, (*modelcodec.Decoder).Hop)
+	flows, err3 := gatherKind(parts, flowRows, func(p *rows) []model.Flow { return p.flows }, (*modelcodec.Decoder).Flow)
+	backlog, err4 := gatherKind(parts, backlogRows, func(p *rows) []model.BacklogSample { return p.backlog }, (*modelcodec.Decoder).BacklogSample)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return err
 	}
+	r.events, r.hops, r.flows, r.backlog = events, hops, flows, backlog
 	clear(r.merged)
-	r.merged, r.mergedItems = nil, 0
+	r.merged, r.mergedItems, r.sections = nil, 0, nil
+	return nil
+}
+
+// gatherKind puts the rows of one kind of every part together: each part's
+// own rows, then its sections' rows decoded.
+func gatherKind[T any](parts []*rows, kind rowKind, own func(*rows) []T, decode func(*modelcodec.Decoder, *T)) ([]T, error) {
+	first := own(parts[0])
+	n := 0
+	for _, p := range parts {
+		n += p.count(kind)
+	}
+	if n == len(first) {
+		return first, nil
+	}
+	all := slices.Grow(first, n-len(first))
+	for i, p := range parts {
+		if i > 0 {
+			all = append(all, own(p)...)
+		}
+		for _, s := range p.sections {
+			if s.kind != kind {
+				continue
+			}
+			d := modelcodec.NewDecoder(s.data)
+			for range s.count {
+				var zero T
+				all = append(all, zero)
+				decode(d, &all[len(all)-1])
+			}
+			if d.Err() != nil || d.Len() != 0 {
+				return first, fmt.Errorf("clickhouse exporter: a section of %d rows: %w", s.count, modelcodec.ErrCorrupt)
+			}
+		}
+	}
+	return all, nil
 }
 
 func (r *rows) countBytes() int {
@@ -121,7 +196,9 @@ func (r *rows) MergeSplit(_ context.Context, maxSize int, sizer exporterhelper.R
 		if !ok {
 			return nil, fmt.Errorf("clickhouse exporter: cannot merge a %T", other)
 		}
-		o.gather()
+		if err := o.gather(); err != nil {
+			return nil, err
+		}
 		r.merged = append(r.merged, o)
 		r.mergedItems += o.ItemsCount()
 		r.bytes = 0
@@ -129,7 +206,9 @@ func (r *rows) MergeSplit(_ context.Context, maxSize int, sizer exporterhelper.R
 	if maxSize <= 0 || r.ItemsCount() <= maxSize {
 		return []xexporterhelper.Request{r}, nil
 	}
-	r.gather()
+	if err := r.gather(); err != nil {
+		return nil, err
+	}
 	var parts []xexporterhelper.Request
 	rest := *r
 	for rest.ItemsCount() > 0 {
@@ -166,25 +245,51 @@ func (rowsEncoding) Marshal(_ context.Context, req xexporterhelper.Request) ([]b
 	if !ok {
 		return nil, fmt.Errorf("clickhouse exporter: cannot queue a %T", req)
 	}
-	r.gather()
+	// Rows in the order gather puts them; sections are copied as they are.
+	parts := r.parts()
 	buf := make([]byte, 0, r.BytesSize())
 	buf = append(buf, rowsFormat)
-	for _, n := range []int{len(r.events), len(r.hops), len(r.flows), len(r.backlog)} {
+	for kind := range backlogRows + 1 {
+		n := 0
+		for _, p := range parts {
+			n += p.count(kind)
+		}
 		buf = modelcodec.AppendUvarint(buf, uint64(n))
 	}
-	for i := range r.events {
-		buf = modelcodec.AppendEvent(buf, &r.events[i])
-	}
-	for i := range r.hops {
-		buf = modelcodec.AppendHop(buf, &r.hops[i])
-	}
-	for i := range r.flows {
-		buf = modelcodec.AppendFlow(buf, &r.flows[i])
-	}
-	for i := range r.backlog {
-		buf = modelcodec.AppendBacklogSample(buf, &r.backlog[i])
-	}
+	buf = appendKind(buf, parts, eventRows, func(p *rows) []model.Event { return p.events }, modelcodec.AppendEvent)
+	buf = appendKind(buf, parts, hopRows, func(p *rows) []model.Hop { return p.hops }, modelcodec.AppendHop)
+	buf = appendKind(buf, parts, flowRows, func(p *rows) []model.Flow { return p.flows }, modelcodec.AppendFlow)
+	buf = appendKind(buf, parts, backlogRows, func(p *rows) []model.BacklogSample { return p.backlog }, modelcodec.AppendBacklogSample)
 	return buf, nil
+}
+
+// count is the number of rows of one kind r holds itself, sections
+// included.
+func (r *rows) count(kind rowKind) int {
+	n := [...]int{len(r.events), len(r.hops), len(r.flows), len(r.backlog)}[kind]
+	for _, s := range r.sections {
+		if s.kind == kind {
+			n += s.count
+		}
+	}
+	return n
+}
+
+// appendKind encodes the rows of one kind of every part: each part's own
+// rows, then its sections' bytes.
+func appendKind[T any](buf []byte, parts []*rows, kind rowKind, own func(*rows) []T, encode func([]byte, *T) []byte) []byte {
+	for _, p := range parts {
+		rows := own(p)
+		for i := range rows {
+			buf = encode(buf, &rows[i])
+		}
+		for _, s := range p.sections {
+			if s.kind == kind {
+				buf = append(buf, s.data...)
+			}
+		}
+	}
+	return buf
 }
 
 var errUnknownFormat = errors.New("clickhouse exporter: queued rows of an unknown format")

@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/flowtrace/flowtrace/model"
@@ -130,12 +131,19 @@ func AppendBacklogSample(buf []byte, b *model.BacklogSample) []byte {
 // Decoder reads what the Append functions wrote, in the same order. The
 // first problem sticks: later reads return zero values, and Err reports it.
 type Decoder struct {
-	buf []byte
-	err error
+	buf   []byte
+	err   error
+	check bool // strings are skipped, not copied: see NewChecker
 }
 
 // NewDecoder reads b.
 func NewDecoder(b []byte) *Decoder { return &Decoder{buf: b} }
+
+// NewChecker reads b only to check that it decodes: every string it reads
+// is empty, and nothing is allocated for it. Decoding into the same value
+// again and again, it finds every corruption a Decoder finds, at a fraction
+// of the cost.
+func NewChecker(b []byte) *Decoder { return &Decoder{buf: b, check: true} }
 
 // Err is the first problem met, if any.
 func (d *Decoder) Err() error { return d.err }
@@ -180,7 +188,10 @@ func (d *Decoder) String() string {
 		d.fail()
 		return ""
 	}
-	s := string(d.buf[:n])
+	var s string
+	if !d.check {
+		s = string(d.buf[:n])
+	}
 	d.buf = d.buf[n:]
 	return s
 }
@@ -301,17 +312,20 @@ func (d *Decoder) BacklogSample(b *model.BacklogSample) {
 	b.LagSeconds, b.PublishRate, b.DeliverRate = d.float64(), d.float64(), d.float64()
 }
 
-// Flow reads a flow into f.
+// Flow reads a flow into f, reusing f's Keys and CriticalPath arrays: a
+// caller that keeps flows decodes each into a fresh one.
 func (d *Decoder) Flow(f *model.Flow) {
+	keys, path := f.Keys, f.CriticalPath[:0]
 	*f = model.Flow{ID: d.String(), Version: d.Uvarint(), FirstSeen: d.time(), Deleted: d.bool(), Name: d.String()}
 	f.Status = model.FlowStatus(d.String())
 	f.Start, f.End = d.time(), d.time()
 	f.HopCount, f.Retries, f.DeadLetters = d.uint32(), d.uint32(), d.uint32()
-	f.Keys = d.keys(nil)
+	f.Keys = d.keys(keys)
 	if n := d.Count(); n > 0 {
-		f.CriticalPath = make([]string, 0, n)
+		path = slices.Grow(path, n)
 		for range n {
-			f.CriticalPath = append(f.CriticalPath, d.String())
+			path = append(path, d.String())
 		}
+		f.CriticalPath = path
 	}
 }

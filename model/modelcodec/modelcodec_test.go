@@ -107,6 +107,33 @@ func TestTruncatedIsCorrupt(t *testing.T) {
 	}
 }
 
+func TestCheckerReadsWithoutKeeping(t *testing.T) {
+	f := sampleFlow()
+	buf := AppendFlow(AppendFlow(nil, &f), &f)
+	c := NewChecker(buf)
+	var scratch model.Flow
+	c.Flow(&scratch)
+	keys := &scratch.Keys[0]
+	c.Flow(&scratch)
+	require.NoError(t, c.Err())
+	assert.Zero(t, c.Len(), "read to the end")
+	assert.Empty(t, scratch.ID, "strings are not kept")
+	assert.Equal(t, f.Version, scratch.Version, "numbers are")
+	assert.Same(t, keys, &scratch.Keys[0], "the second flow reuses the first one's keys")
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		c := NewChecker(buf)
+		c.Flow(&scratch)
+		c.Flow(&scratch)
+	}), "checking allocates nothing once the scratch flow has room")
+
+	for n := range len(buf) {
+		c := NewChecker(buf[:n])
+		c.Flow(&scratch)
+		c.Flow(&scratch)
+		require.ErrorIs(t, c.Err(), ErrCorrupt, "cut at %d of %d", n, len(buf))
+	}
+}
+
 // FuzzDecode: no bytes make a decoder panic or allocate past its input.
 func FuzzDecode(f *testing.F) {
 	e, h, fl := sampleEvent(), sampleHop(), sampleFlow()
@@ -122,7 +149,16 @@ func FuzzDecode(f *testing.F) {
 		NewDecoder(b).Event(&ev)
 		NewDecoder(b).Hop(&hop)
 		NewDecoder(b).Flow(&flow)
-		d := NewDecoder(b)
+		// A checker agrees with a decoder on what is corrupt and where a
+		// value ends.
+		d, c := NewDecoder(b), NewChecker(b)
+		d.Flow(&flow)
+		c.Flow(&flow)
+		d.Hop(&hop)
+		c.Hop(&hop)
+		assert.Equal(t, d.Err(), c.Err())
+		assert.Equal(t, d.Len(), c.Len())
+		d = NewDecoder(b)
 		d.Event(&ev)
 		if d.Err() == nil {
 			again := AppendEvent(nil, &ev)
