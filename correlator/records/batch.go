@@ -47,7 +47,7 @@ type Batch struct {
 // ReadBatch checks that a batch record's body decodes whole and returns its
 // versions still encoded, for a consumer that stores them as they are: the
 // check allocates nothing and costs a fraction of decoding. Hops and Flows
-// share the record's body.
+// share one copy of the record's body.
 func ReadBatch(record plog.LogRecord) (Batch, error) {
 	body, err := batchBody(record)
 	if err != nil {

@@ -1,12 +1,17 @@
 package clickhouseexporter
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/exporter/exporterhelper"
+	"go.opentelemetry.io/collector/exporter/exportertest"
 
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter/internal/metadata"
 	"github.com/flowtrace/flowtrace/internal/configtest"
@@ -36,4 +41,24 @@ func TestConfigs(t *testing.T) {
 
 	require.ErrorContains(t, confmap.Validate(loadConfig(t, "bad")), "backend: must not be empty")
 	require.ErrorContains(t, confmap.Validate(loadConfig(t, "bytes")), "sending_queue::batch::sizer: batches are sized in items (rows), not bytes")
+}
+
+// The exporter reads what it is given into rows of its own, which its queue
+// batches: it must not declare that it mutates data, or every fanout ahead
+// of it copies each request for it.
+func TestDeclaresItReadsOnly(t *testing.T) {
+	cfg := createDefaultConfig()
+	cfg.QueueConfig.Get().Batch = configoptional.Some(exporterhelper.BatchConfig{
+		FlushTimeout: time.Second, Sizer: exporterhelper.RequestSizerTypeItems, MinSize: 1000})
+	f := NewFactory()
+	set := exportertest.NewNopSettings(metadata.Type)
+	traces, err := f.CreateTraces(context.Background(), set, cfg)
+	require.NoError(t, err)
+	logs, err := f.CreateLogs(context.Background(), set, cfg)
+	require.NoError(t, err)
+	metrics, err := f.CreateMetrics(context.Background(), set, cfg)
+	require.NoError(t, err)
+	for _, c := range []consumer.Capabilities{traces.Capabilities(), logs.Capabilities(), metrics.Capabilities()} {
+		assert.False(t, c.MutatesData)
+	}
 }

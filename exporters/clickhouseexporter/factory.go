@@ -28,6 +28,13 @@ func NewFactory() exporter.Factory {
 
 // Each signal's exporter reads its data into rows before the sending queue,
 // which stores and batches rows; the push writes them.
+//
+// The exporter helper declares that it mutates data whenever its queue
+// batches, and then every fanout ahead of it copies each request for it
+// (under load, a fourteenth of all the bytes allocated). The batches here
+// are of rows the exporter made; the data it is given is only read, so each
+// exporter declares so.
+var readsOnly = consumer.Capabilities{MutatesData: false}
 
 func options(cfg *Config, e *chExporter) []exporterhelper.Option {
 	return []exporterhelper.Option{
@@ -35,7 +42,6 @@ func options(cfg *Config, e *chExporter) []exporterhelper.Option {
 		exporterhelper.WithTimeout(cfg.TimeoutConfig),
 		xexporterhelper.WithQueueBatch(cfg.QueueConfig, xexporterhelper.QueueBatchSettings{Encoding: rowsEncoding{}}),
 		exporterhelper.WithRetry(cfg.BackOffConfig),
-		exporterhelper.WithCapabilities(consumer.Capabilities{MutatesData: false}),
 	}
 }
 
@@ -43,6 +49,8 @@ type tracesExporter struct {
 	exporter.Traces
 	e *chExporter
 }
+
+func (tracesExporter) Capabilities() consumer.Capabilities { return readsOnly }
 
 func (x tracesExporter) ConsumeTraces(ctx context.Context, td ptrace.Traces) error {
 	r, bad := x.e.eventRows(ctx, td)
@@ -64,6 +72,8 @@ type logsExporter struct {
 	e *chExporter
 }
 
+func (logsExporter) Capabilities() consumer.Capabilities { return readsOnly }
+
 func (x logsExporter) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 	r, bad := x.e.recordRows(ctx, ld)
 	return x.e.enqueue(ctx, r, bad, func(ctx context.Context) error { return x.Logs.ConsumeLogs(ctx, ld) })
@@ -83,6 +93,8 @@ type metricsExporter struct {
 	exporter.Metrics
 	e *chExporter
 }
+
+func (metricsExporter) Capabilities() consumer.Capabilities { return readsOnly }
 
 func (x metricsExporter) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
 	r, bad := x.e.backlogRows(ctx, md)
