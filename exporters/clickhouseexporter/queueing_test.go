@@ -80,7 +80,9 @@ func TestSectionsQueueAsRows(t *testing.T) {
 
 // BenchmarkQueueing is what the exporter does to data before the sending
 // queue stores it: spans read into events, or a correlator batch record
-// read, then either encoded for the queue. Per span or record version:
+// read, then either encoded for the queue; and after: queued requests read
+// back and merged into a batch, decoded for the write. Per span or record
+// version:
 //
 //	go test -run '^$' -bench Queueing -cpu 1 ./exporters/clickhouseexporter
 func BenchmarkQueueing(b *testing.B) {
@@ -99,6 +101,33 @@ func BenchmarkQueueing(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.N*td.SpanCount())/b.Elapsed().Seconds(), "spans/s")
+	})
+	b.Run("from the queue", func(b *testing.B) {
+		// A batch as the push gets it: queued requests of 1,200 spans read
+		// back from the queue's storage, merged up to 100,000 rows, decoded.
+		r, _ := e.eventRows(ctx, benchSpans(200))
+		queued, err := rowsEncoding{}.Marshal(ctx, r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		const requests = 100_000 / 1_200
+		b.ReportAllocs()
+		for b.Loop() {
+			batch := &rows{}
+			for range requests {
+				_, req, err := rowsEncoding{}.Unmarshal(queued)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := batch.MergeSplit(ctx, 100_000, exporterhelper.RequestSizerTypeItems, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := batch.gather(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*requests*1_200)/b.Elapsed().Seconds(), "spans/s")
 	})
 	b.Run("records", func(b *testing.B) {
 		ld, versions := benchRecords(1000)
