@@ -24,7 +24,7 @@ type Insert struct {
 	Table string
 	Block *Block
 	// Native is Block in ClickHouse's Native format, for engines that send
-	// bytes rather than columns.
+	// bytes rather than columns. It is reused once Insert returns.
 	Native []byte
 	// Settings are the INSERT's query settings (deduplication token and the
 	// like), with unquoted values.

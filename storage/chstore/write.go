@@ -3,7 +3,9 @@ package chstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -34,6 +36,7 @@ func (s *store) WriteEvents(ctx context.Context, events []model.Event) error {
 		reasons       = make([]string, n)
 		bodySizes     = make([]uint64, n)
 		durations     = make([]int64, n)
+		arena         stringArena
 	)
 	for i := range events {
 		e := &events[i]
@@ -50,8 +53,8 @@ func (s *store) WriteEvents(ctx context.Context, events []model.Event) error {
 		traceIDs[i] = e.TraceID
 		spanIDs[i] = e.SpanID
 		parentSpanIDs[i] = e.ParentSpanID
-		links[i] = linkStrings(e.Links)
-		keyKinds[i], keyValues[i] = splitKeys(e.Keys)
+		links[i] = linkStrings(e.Links, &arena)
+		keyKinds[i], keyValues[i] = splitKeys(e.Keys, &arena)
 		outcomes[i] = e.Outcome
 		reasons[i] = e.Reason
 		bodySizes[i] = e.BodySize
@@ -179,6 +182,7 @@ func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 		keyKinds     = make([][]string, n)
 		keyValues    = make([][]string, n)
 		criticalPath = make([][]string, n)
+		arena        stringArena
 	)
 	for i := range flows {
 		f := &flows[i]
@@ -194,7 +198,7 @@ func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 		hopCounts[i] = f.HopCount
 		retries[i] = f.Retries
 		deadLetters[i] = f.DeadLetters
-		keyKinds[i], keyValues[i] = splitKeys(f.Keys)
+		keyKinds[i], keyValues[i] = splitKeys(f.Keys, &arena)
 		criticalPath[i] = f.CriticalPath
 	}
 	return s.insert(ctx, "flows", &Block{Rows: n, Columns: []Column{
@@ -270,7 +274,15 @@ func (s *store) insert(ctx context.Context, table string, block *Block) error {
 	if block.Rows == 0 {
 		return nil
 	}
-	native, err := block.AppendNative(make([]byte, 0, block.Rows*bytesPerRow))
+	buf, _ := nativeBuffers.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	native, err := block.AppendNative(slices.Grow((*buf)[:0], block.Rows*bytesPerRow))
+	defer func() {
+		*buf = native[:0]
+		nativeBuffers.Put(buf)
+	}()
 	if err != nil {
 		return fmt.Errorf("insert into %s: %w", table, err)
 	}
@@ -298,6 +310,12 @@ func (s *store) insert(ctx context.Context, table string, block *Block) error {
 // bytesPerRow is a first guess at a row's encoded size, to size buffers once.
 const bytesPerRow = 200
 
+// nativeBuffers are the buffers inserts encode their blocks into, reused:
+// a block of 40,000 events takes megabytes, and a new buffer for each was a
+// twentieth of all the bytes the process allocated under load, in memory
+// the kernel had to fault in afresh.
+var nativeBuffers sync.Pool // of *[]byte
+
 func flag(b bool) uint8 {
 	if b {
 		return 1
@@ -306,11 +324,11 @@ func flag(b bool) uint8 {
 }
 
 // linkStrings writes span refs as "<trace id>-<span id>".
-func linkStrings(links []model.SpanRef) []string {
+func linkStrings(links []model.SpanRef, arena *stringArena) []string {
 	if len(links) == 0 {
 		return nil
 	}
-	out := make([]string, len(links))
+	out := arena.take(len(links))
 	for i, l := range links {
 		out[i] = l.String()
 	}
@@ -318,14 +336,26 @@ func linkStrings(links []model.SpanRef) []string {
 }
 
 // splitKeys returns the kinds and values of keys as parallel slices.
-func splitKeys(keys []model.Key) (kinds, values []string) {
+func splitKeys(keys []model.Key, arena *stringArena) (kinds, values []string) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	kinds = make([]string, len(keys))
-	values = make([]string, len(keys))
+	kinds, values = arena.take(len(keys)), arena.take(len(keys))
 	for i, k := range keys {
 		kinds[i], values[i] = k.Kind, k.Value
 	}
 	return kinds, values
+}
+
+// stringArena hands out the arrays of a block's Array(String) columns from
+// a few large allocations rather than one or two per row.
+type stringArena []string
+
+func (a *stringArena) take(n int) []string {
+	if len(*a)+n > cap(*a) {
+		*a = make([]string, 0, max(n, 4096))
+	}
+	start := len(*a)
+	*a = (*a)[:start+n]
+	return (*a)[start : start+n : start+n]
 }
