@@ -98,7 +98,8 @@ func (e *Engine) nextVersion() uint64 {
 	return e.version
 }
 
-// Add folds one event in, at processing time now.
+// Add folds one event in, at processing time now. It keeps nothing of ev:
+// the caller may reuse the event and its slices.
 func (e *Engine) Add(now time.Time, ev *model.Event) {
 	e.setNow(now)
 	kind, dest, attempt := e.normalize(ev)
@@ -572,7 +573,15 @@ func (e *Engine) Flush() Changes {
 	}
 	e.dirty = e.dirty[:0]
 	out := e.out
+	// The next flush is likely about as large as this one: sized as it,
+	// its slices are allocated once instead of grown by copying.
 	e.out = Changes{}
+	if n := len(out.Hops); n > 0 {
+		e.out.Hops = make([]model.Hop, 0, n)
+	}
+	if n := len(out.Flows); n > 0 {
+		e.out.Flows = make([]model.Flow, 0, n)
+	}
 	return out
 }
 

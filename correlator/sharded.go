@@ -89,7 +89,8 @@ func (w *worker) do(fn func(*Engine)) {
 	<-done
 }
 
-// Add routes one event to the worker holding its flow.
+// Add routes one event to the worker holding its flow. Like Engine.Add, it
+// keeps nothing of ev: the worker gets a copy.
 func (s *Sharded) Add(now time.Time, ev *model.Event) {
 	if kind, _, _ := s.router.normalize(ev); isBatch(ev, kind) && !hasFlowKeys(ev) {
 		// Nothing joins the linked messages' flows: each link goes on its own.

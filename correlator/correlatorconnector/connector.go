@@ -33,8 +33,10 @@ type core struct {
 	engine engine
 	conv   *spanevent.Converter
 	agg    *aggregator
-	wal    *wal.Log      // nil without checkpoints
-	batch  []model.Event // scratch for the events of one batch of spans
+	wal    *wal.Log        // nil without checkpoints
+	batch  []model.Event   // scratch for the events of one batch of spans
+	keys   []model.Key     // and for their keys and links: the engine keeps
+	links  []model.SpanRef // none of these slices
 
 	// Set while the routes are created, before Start.
 	logs    consumer.Logs
@@ -253,25 +255,30 @@ func (c *core) consume(ctx context.Context, td ptrace.Traces) error {
 		stats = c.conv.Convert(td, func(ev *model.Event) { c.engine.Add(now, ev) })
 	} else {
 		// Logged first: acknowledged spans survive a crash.
-		batch := c.batch[:0]
+		batch, keys, links := c.batch[:0], c.keys[:0], c.links[:0]
 		stats = c.conv.Convert(td, func(ev *model.Event) {
 			copied := *ev
-			copied.Links = append([]model.SpanRef(nil), ev.Links...)
-			copied.Keys = append([]model.Key(nil), ev.Keys...)
+			copied.Keys, keys = appendShared(keys, ev.Keys)
+			copied.Links, links = appendShared(links, ev.Links)
 			batch = append(batch, copied)
 		})
-		if err := c.wal.Append(now, batch); err != nil {
+		err := c.wal.Append(now, batch)
+		if err == nil {
+			for i := range batch {
+				c.engine.Add(now, &batch[i])
+			}
+		}
+		clear(batch) // drop the strings, keep the arrays
+		clear(keys)
+		clear(links)
+		c.batch, c.keys, c.links = batch[:0], keys[:0], links[:0]
+		if err != nil {
 			c.mu.Unlock()
 			if errors.Is(err, wal.ErrTooLarge) {
 				return consumererror.NewPermanent(err) // sending it again cannot help
 			}
 			return err // retryable: the client sends the spans again
 		}
-		for i := range batch {
-			c.engine.Add(now, &batch[i])
-		}
-		clear(batch)
-		c.batch = batch[:0]
 	}
 	c.agg.malformed += uint64(stats.Malformed)
 	changes := c.engine.Flush()
@@ -283,6 +290,18 @@ func (c *core) consume(ctx context.Context, td ptrace.Traces) error {
 		c.logger.Warn("Sending hop and flow records failed; they are sent again with the next ones", zap.Error(err))
 	}
 	return nil
+}
+
+// appendShared copies s to the end of shared and returns the copy, nil for
+// none, and shared grown. Copies made before shared grew keep its old
+// array, which nothing writes to again.
+func appendShared[T any](shared, s []T) (copied, grown []T) {
+	if len(s) == 0 {
+		return nil, shared
+	}
+	start := len(shared)
+	shared = append(shared, s...)
+	return shared[start:len(shared):len(shared)], shared
 }
 
 func (c *core) tick(ctx context.Context, now time.Time) error {
