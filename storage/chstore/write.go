@@ -15,28 +15,29 @@ import (
 
 func (s *store) WriteEvents(ctx context.Context, events []model.Event) error {
 	n := len(events)
+	c := newColumns()
+	defer c.release()
 	var (
-		times         = make([]int64, n)
-		kinds         = make([]string, n)
-		systems       = make([]string, n)
-		destinations  = make([]string, n)
-		partitions    = make([]string, n)
-		messageIDs    = make([]string, n)
-		operations    = make([]string, n)
-		attempts      = make([]uint16, n)
-		services      = make([]string, n)
-		groups        = make([]string, n)
-		traceIDs      = make([]string, n)
-		spanIDs       = make([]string, n)
-		parentSpanIDs = make([]string, n)
-		links         = make([][]string, n)
-		keyKinds      = make([][]string, n)
-		keyValues     = make([][]string, n)
-		outcomes      = make([]string, n)
-		reasons       = make([]string, n)
-		bodySizes     = make([]uint64, n)
-		durations     = make([]int64, n)
-		arena         stringArena
+		times         = take(&c.int64s, n)
+		kinds         = take(&c.strings, n)
+		systems       = take(&c.strings, n)
+		destinations  = take(&c.strings, n)
+		partitions    = take(&c.strings, n)
+		messageIDs    = take(&c.strings, n)
+		operations    = take(&c.strings, n)
+		attempts      = take(&c.uint16s, n)
+		services      = take(&c.strings, n)
+		groups        = take(&c.strings, n)
+		traceIDs      = take(&c.strings, n)
+		spanIDs       = take(&c.strings, n)
+		parentSpanIDs = take(&c.strings, n)
+		links         = take(&c.stringArrays, n)
+		keyKinds      = take(&c.stringArrays, n)
+		keyValues     = take(&c.stringArrays, n)
+		outcomes      = take(&c.strings, n)
+		reasons       = take(&c.strings, n)
+		bodySizes     = take(&c.uint64s, n)
+		durations     = take(&c.int64s, n)
 	)
 	for i := range events {
 		e := &events[i]
@@ -53,8 +54,8 @@ func (s *store) WriteEvents(ctx context.Context, events []model.Event) error {
 		traceIDs[i] = e.TraceID
 		spanIDs[i] = e.SpanID
 		parentSpanIDs[i] = e.ParentSpanID
-		links[i] = linkStrings(e.Links, &arena)
-		keyKinds[i], keyValues[i] = splitKeys(e.Keys, &arena)
+		links[i] = linkStrings(e.Links, c)
+		keyKinds[i], keyValues[i] = splitKeys(e.Keys, c)
 		outcomes[i] = e.Outcome
 		reasons[i] = e.Reason
 		bodySizes[i] = e.BodySize
@@ -86,30 +87,32 @@ func (s *store) WriteEvents(ctx context.Context, events []model.Event) error {
 
 func (s *store) WriteHops(ctx context.Context, hops []model.Hop) error {
 	n := len(hops)
+	c := newColumns()
+	defer c.release()
 	var (
-		flowIDs      = make([]string, n)
-		hopIDs       = make([]string, n)
-		versions     = make([]uint64, n)
-		deleted      = make([]uint8, n)
-		firstSeen    = make([]int64, n)
-		parentHopIDs = make([]string, n)
-		systems      = make([]string, n)
-		producers    = make([]string, n)
-		destinations = make([]string, n)
-		consumers    = make([]string, n)
-		groups       = make([]string, n)
-		operations   = make([]string, n)
-		messageIDs   = make([]string, n)
-		traceIDs     = make([]string, n)
-		publishTimes = make([]int64, n)
-		deliverTimes = make([]int64, n)
-		settleTimes  = make([]int64, n)
-		queueWaits   = make([]int64, n)
-		processing   = make([]int64, n)
-		attempts     = make([]uint16, n)
-		outcomes     = make([]string, n)
-		reasons      = make([]string, n)
-		counted      = make([]uint8, n)
+		flowIDs      = take(&c.strings, n)
+		hopIDs       = take(&c.strings, n)
+		versions     = take(&c.uint64s, n)
+		deleted      = take(&c.uint8s, n)
+		firstSeen    = take(&c.int64s, n)
+		parentHopIDs = take(&c.strings, n)
+		systems      = take(&c.strings, n)
+		producers    = take(&c.strings, n)
+		destinations = take(&c.strings, n)
+		consumers    = take(&c.strings, n)
+		groups       = take(&c.strings, n)
+		operations   = take(&c.strings, n)
+		messageIDs   = take(&c.strings, n)
+		traceIDs     = take(&c.strings, n)
+		publishTimes = take(&c.int64s, n)
+		deliverTimes = take(&c.int64s, n)
+		settleTimes  = take(&c.int64s, n)
+		queueWaits   = take(&c.int64s, n)
+		processing   = take(&c.int64s, n)
+		attempts     = take(&c.uint16s, n)
+		outcomes     = take(&c.strings, n)
+		reasons      = take(&c.strings, n)
+		counted      = take(&c.uint8s, n)
 	)
 	for i := range hops {
 		h := &hops[i]
@@ -166,23 +169,24 @@ func (s *store) WriteHops(ctx context.Context, hops []model.Hop) error {
 
 func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 	n := len(flows)
+	c := newColumns()
+	defer c.release()
 	var (
-		ids          = make([]string, n)
-		versions     = make([]uint64, n)
-		deleted      = make([]uint8, n)
-		firstSeen    = make([]int64, n)
-		names        = make([]string, n)
-		statuses     = make([]string, n)
-		starts       = make([]int64, n)
-		ends         = make([]int64, n)
-		durations    = make([]int64, n)
-		hopCounts    = make([]uint32, n)
-		retries      = make([]uint32, n)
-		deadLetters  = make([]uint32, n)
-		keyKinds     = make([][]string, n)
-		keyValues    = make([][]string, n)
-		criticalPath = make([][]string, n)
-		arena        stringArena
+		ids          = take(&c.strings, n)
+		versions     = take(&c.uint64s, n)
+		deleted      = take(&c.uint8s, n)
+		firstSeen    = take(&c.int64s, n)
+		names        = take(&c.strings, n)
+		statuses     = take(&c.strings, n)
+		starts       = take(&c.int64s, n)
+		ends         = take(&c.int64s, n)
+		durations    = take(&c.int64s, n)
+		hopCounts    = take(&c.uint32s, n)
+		retries      = take(&c.uint32s, n)
+		deadLetters  = take(&c.uint32s, n)
+		keyKinds     = take(&c.stringArrays, n)
+		keyValues    = take(&c.stringArrays, n)
+		criticalPath = take(&c.stringArrays, n)
 	)
 	for i := range flows {
 		f := &flows[i]
@@ -198,7 +202,7 @@ func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 		hopCounts[i] = f.HopCount
 		retries[i] = f.Retries
 		deadLetters[i] = f.DeadLetters
-		keyKinds[i], keyValues[i] = splitKeys(f.Keys, &arena)
+		keyKinds[i], keyValues[i] = splitKeys(f.Keys, c)
 		criticalPath[i] = f.CriticalPath
 	}
 	return s.insert(ctx, "flows", &Block{Rows: n, Columns: []Column{
@@ -222,19 +226,21 @@ func (s *store) WriteFlows(ctx context.Context, flows []model.Flow) error {
 
 func (s *store) WriteBacklog(ctx context.Context, samples []model.BacklogSample) error {
 	n := len(samples)
+	c := newColumns()
+	defer c.release()
 	var (
-		times        = make([]int64, n)
-		systems      = make([]string, n)
-		brokers      = make([]string, n)
-		destinations = make([]string, n)
-		groups       = make([]string, n)
-		depths       = make([]int64, n)
-		unacked      = make([]int64, n)
-		lagMessages  = make([]int64, n)
-		lagSeconds   = make([]float64, n)
-		consumers    = make([]int64, n)
-		publishRates = make([]float64, n)
-		deliverRates = make([]float64, n)
+		times        = take(&c.int64s, n)
+		systems      = take(&c.strings, n)
+		brokers      = take(&c.strings, n)
+		destinations = take(&c.strings, n)
+		groups       = take(&c.strings, n)
+		depths       = take(&c.int64s, n)
+		unacked      = take(&c.int64s, n)
+		lagMessages  = take(&c.int64s, n)
+		lagSeconds   = take(&c.float64s, n)
+		consumers    = take(&c.int64s, n)
+		publishRates = take(&c.float64s, n)
+		deliverRates = take(&c.float64s, n)
 	)
 	for i := range samples {
 		b := &samples[i]
@@ -324,11 +330,11 @@ func flag(b bool) uint8 {
 }
 
 // linkStrings writes span refs as "<trace id>-<span id>".
-func linkStrings(links []model.SpanRef, arena *stringArena) []string {
+func linkStrings(links []model.SpanRef, c *columns) []string {
 	if len(links) == 0 {
 		return nil
 	}
-	out := arena.take(len(links))
+	out := take(&c.strings, len(links))
 	for i, l := range links {
 		out[i] = l.String()
 	}
@@ -336,26 +342,13 @@ func linkStrings(links []model.SpanRef, arena *stringArena) []string {
 }
 
 // splitKeys returns the kinds and values of keys as parallel slices.
-func splitKeys(keys []model.Key, arena *stringArena) (kinds, values []string) {
+func splitKeys(keys []model.Key, c *columns) (kinds, values []string) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	kinds, values = arena.take(len(keys)), arena.take(len(keys))
+	kinds, values = take(&c.strings, len(keys)), take(&c.strings, len(keys))
 	for i, k := range keys {
 		kinds[i], values[i] = k.Kind, k.Value
 	}
 	return kinds, values
-}
-
-// stringArena hands out the arrays of a block's Array(String) columns from
-// a few large allocations rather than one or two per row.
-type stringArena []string
-
-func (a *stringArena) take(n int) []string {
-	if len(*a)+n > cap(*a) {
-		*a = make([]string, 0, max(n, 4096))
-	}
-	start := len(*a)
-	*a = (*a)[:start+n]
-	return (*a)[start : start+n : start+n]
 }
