@@ -360,11 +360,7 @@ func backlogPolls(rt *runningTap, queue string) (depth, unacked []int64) {
 // redelivery is a retry.
 func TestConsumerDied(t *testing.T) {
 	t.Parallel()
-	// The default stats_delay: the broker's statistics may be as old as its
-	// collect_statistics_interval (5 s). Any less, and a poll reading the
-	// new queue's first, stale statistics (nothing handed out, nothing
-	// waiting) takes the handed-out messages for acked.
-	rt := startTap(t, "died", nil)
+	rt := startTap(t, "died", func(cfg *Config) { cfg.Management.StatsDelay = time.Millisecond })
 	p := rt.prefix
 	_, ch := dial(t)
 	queue := p + "work"
@@ -378,6 +374,13 @@ func TestConsumerDied(t *testing.T) {
 		require.NoError(t, ch.PublishWithContext(context.Background(), "", queue, false, false,
 			amqp.Publishing{MessageId: fmt.Sprintf("%sjob-%d", p, i), Body: []byte(`{"job":true}`)}))
 	}
+	// The broker's statistics lag: wait until a poll sees the messages
+	// waiting. A poll reading older ones (the new queue empty, nothing
+	// handed out) while they are handed out would take them for acked.
+	eventually(t, 30*time.Second, "a poll sees the messages waiting", func() bool {
+		depth, _ := backlogPolls(rt, queue)
+		return slices.Contains(depth, 2)
+	})
 	conn, _ := dial(t)
 	dying, err := conn.Channel()
 	require.NoError(t, err)
