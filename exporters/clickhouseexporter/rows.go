@@ -99,10 +99,10 @@ func (r *rows) gather() error {
 		return nil
 	}
 	parts := r.parts()
-	events, err1 := gatherKind(parts, eventRows, func(p *rows) []model.Event { return p.events }, (*modelcodec.Decoder).Event)
-	hops, err2 := gatherKind(parts, hopRows, func(p *rows) []model.Hop { return p.hops }, (*modelcodec.Decoder).Hop)
-	flows, err3 := gatherKind(parts, flowRows, func(p *rows) []model.Flow { return p.flows }, (*modelcodec.Decoder).Flow)
-	backlog, err4 := gatherKind(parts, backlogRows, func(p *rows) []model.BacklogSample { return p.backlog }, (*modelcodec.Decoder).BacklogSample)
+	events, err1 := gatherKind(parts, eventRows, eventsOf, (*modelcodec.Decoder).Event)
+	hops, err2 := gatherKind(parts, hopRows, hopsOf, (*modelcodec.Decoder).Hop)
+	flows, err3 := gatherKind(parts, flowRows, flowsOf, (*modelcodec.Decoder).Flow)
+	backlog, err4 := gatherKind(parts, backlogRows, backlogOf, (*modelcodec.Decoder).BacklogSample)
 	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return err
 	}
@@ -116,10 +116,7 @@ func (r *rows) gather() error {
 // own rows, then its sections' rows decoded.
 func gatherKind[T any](parts []*rows, kind rowKind, own func(*rows) []T, decode func(*modelcodec.Decoder, *T)) ([]T, error) {
 	first := own(parts[0])
-	n := 0
-	for _, p := range parts {
-		n += p.count(kind)
-	}
+	n := total(parts, kind)
 	if n == len(first) {
 		return first, nil
 	}
@@ -196,11 +193,11 @@ func (r *rows) MergeSplit(_ context.Context, maxSize int, sizer exporterhelper.R
 		if !ok {
 			return nil, fmt.Errorf("clickhouse exporter: cannot merge a %T", other)
 		}
-		if err := o.gather(); err != nil {
-			return nil, err
-		}
-		r.merged = append(r.merged, o)
+		// o's parts join r's as they are: their sections are decoded
+		// once, into the batch's final slices, when it is written or cut.
 		r.mergedItems += o.ItemsCount()
+		r.merged = append(append(r.merged, o), o.merged...)
+		o.merged, o.mergedItems, o.bytes = nil, 0, 0
 		r.bytes = 0
 	}
 	if maxSize <= 0 || r.ItemsCount() <= maxSize {
@@ -250,17 +247,28 @@ func (rowsEncoding) Marshal(_ context.Context, req xexporterhelper.Request) ([]b
 	buf := make([]byte, 0, r.BytesSize())
 	buf = append(buf, rowsFormat)
 	for kind := range backlogRows + 1 {
-		n := 0
-		for _, p := range parts {
-			n += p.count(kind)
-		}
-		buf = modelcodec.AppendUvarint(buf, uint64(n))
+		buf = modelcodec.AppendUvarint(buf, uint64(total(parts, kind)))
 	}
-	buf = appendKind(buf, parts, eventRows, func(p *rows) []model.Event { return p.events }, modelcodec.AppendEvent)
-	buf = appendKind(buf, parts, hopRows, func(p *rows) []model.Hop { return p.hops }, modelcodec.AppendHop)
-	buf = appendKind(buf, parts, flowRows, func(p *rows) []model.Flow { return p.flows }, modelcodec.AppendFlow)
-	buf = appendKind(buf, parts, backlogRows, func(p *rows) []model.BacklogSample { return p.backlog }, modelcodec.AppendBacklogSample)
+	buf = appendKind(buf, parts, eventRows, eventsOf, modelcodec.AppendEvent)
+	buf = appendKind(buf, parts, hopRows, hopsOf, modelcodec.AppendHop)
+	buf = appendKind(buf, parts, flowRows, flowsOf, modelcodec.AppendFlow)
+	buf = appendKind(buf, parts, backlogRows, backlogOf, modelcodec.AppendBacklogSample)
 	return buf, nil
+}
+
+// The decoded rows of each kind that a request holds itself.
+func eventsOf(r *rows) []model.Event          { return r.events }
+func hopsOf(r *rows) []model.Hop              { return r.hops }
+func flowsOf(r *rows) []model.Flow            { return r.flows }
+func backlogOf(r *rows) []model.BacklogSample { return r.backlog }
+
+// total is the number of rows of one kind in all parts.
+func total(parts []*rows, kind rowKind) int {
+	n := 0
+	for _, p := range parts {
+		n += p.count(kind)
+	}
+	return n
 }
 
 // count is the number of rows of one kind r holds itself, sections

@@ -72,6 +72,16 @@ func TestMergeSplitByRows(t *testing.T) {
 	assert.Equal(t, wantFlows, decoded.(*rows).flows)
 	assert.Equal(t, 20, decoded.ItemsCount())
 
+	// A batch merged into another brings the requests it had merged.
+	inner, outer := sampleRows(2), sampleRows(1)
+	_, err = inner.MergeSplit(ctx, 0, exporterhelper.RequestSizerTypeItems, sampleRows(3))
+	require.NoError(t, err)
+	_, err = outer.MergeSplit(ctx, 0, exporterhelper.RequestSizerTypeItems, inner)
+	require.NoError(t, err)
+	assert.Equal(t, 24, outer.ItemsCount())
+	require.NoError(t, outer.gather())
+	assert.Equal(t, append(append(sampleRows(1).flows, sampleRows(2).flows...), sampleRows(3).flows...), outer.flows, "every row once, in order")
+
 	parts, err = sampleRows(5).MergeSplit(ctx, 6, exporterhelper.RequestSizerTypeItems, sampleRows(1))
 	require.NoError(t, err)
 	var sizes []int
