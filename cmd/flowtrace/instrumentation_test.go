@@ -39,9 +39,9 @@ type apiHop struct {
 	Outcome     string  `json:"outcome"`
 }
 
-// waitForFlows polls the API until want flows match query, and returns
-// them with their hops.
-func waitForFlows(t *testing.T, client *http.Client, api string, query url.Values, want int, ready func(apiFlow) bool) map[string][]apiHop {
+// waitForFlows polls the API until want flows match query and are ready,
+// and returns them with their hops.
+func waitForFlows(t *testing.T, client *http.Client, api string, query url.Values, want int, ready func([]apiHop) bool) map[string][]apiHop {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -54,9 +54,6 @@ func waitForFlows(t *testing.T, client *http.Client, api string, query url.Value
 		resp.Body.Close()
 		got := map[string][]apiHop{}
 		for _, f := range page.Flows {
-			if !ready(f) {
-				continue
-			}
 			resp, err := client.Get("http://" + api + "/api/flows/" + f.ID)
 			require.NoError(t, err)
 			var detail struct {
@@ -64,7 +61,9 @@ func waitForFlows(t *testing.T, client *http.Client, api string, query url.Value
 			}
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&detail))
 			resp.Body.Close()
-			got[f.Name+"/"+f.ID] = detail.Hops
+			if ready(detail.Hops) {
+				got[f.Name+"/"+f.ID] = detail.Hops
+			}
 		}
 		if len(got) == want {
 			return got
@@ -73,6 +72,23 @@ func waitForFlows(t *testing.T, client *http.Client, api string, query url.Value
 			t.Fatalf("waited 30s for %d flows matching %v, have %d of %d: %v", want, query, len(got), len(page.Flows), page.Flows)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// ackedHops is ready when a flow has n hops, every one acked: a hop is
+// stored as soon as its publish is seen, and again, in full, once its
+// consumer settles it.
+func ackedHops(n int) func([]apiHop) bool {
+	return func(hops []apiHop) bool {
+		if len(hops) != n {
+			return false
+		}
+		for _, h := range hops {
+			if h.Outcome != "acked" {
+				return false
+			}
+		}
+		return true
 	}
 }
 
@@ -160,7 +176,7 @@ func TestKafkaServicesTracedWithKotel(t *testing.T) {
 			require.NoError(t, tp.ForceFlush(ctx))
 		}
 
-		flows := waitForFlows(t, client, ep.api, url.Values{"name": {"checkout orders"}}, orders, func(f apiFlow) bool { return f.HopCount == 2 })
+		flows := waitForFlows(t, client, ep.api, url.Values{"name": {"checkout orders"}}, orders, ackedHops(2))
 		for name, hops := range flows {
 			require.Len(t, hops, 2, name)
 			byDestination := map[string]apiHop{}

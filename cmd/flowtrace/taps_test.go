@@ -71,9 +71,7 @@ func TestBrokerTapBuildsStoredFlows(t *testing.T) {
 			}
 		}
 
-		flows := waitForFlows(t, client, ep.api, url.Values{"name": {name + ".orders"}}, orders, func(f apiFlow) bool {
-			return f.HopCount == 1
-		})
+		flows := waitForFlows(t, client, ep.api, url.Values{"name": {name + ".orders"}}, orders, ackedHops(1))
 		retries := 0
 		for flow, hops := range flows {
 			require.Len(t, hops, 1, flow)

@@ -54,7 +54,7 @@ func TestJaegerClientFollowsFrom(t *testing.T) {
 		closePayments()
 		closeLedger()
 
-		flows := waitForFlows(t, client, ep.api, url.Values{"name": {"payments payments"}}, 3, func(f apiFlow) bool { return f.HopCount == 1 })
+		flows := waitForFlows(t, client, ep.api, url.Values{"name": {"payments payments"}}, 3, ackedHops(1))
 		for name, hops := range flows {
 			require.Len(t, hops, 1, name)
 			h := hops[0]
@@ -94,7 +94,7 @@ func TestZipkinClient(t *testing.T) {
 		}
 		require.NoError(t, reporter.Close())
 
-		flows := waitForFlows(t, client, ep.api, url.Values{"name": {"shop picking"}}, 3, func(f apiFlow) bool { return f.HopCount == 1 })
+		flows := waitForFlows(t, client, ep.api, url.Values{"name": {"shop picking"}}, 3, ackedHops(1))
 		for name, hops := range flows {
 			require.Len(t, hops, 1, name)
 			assert.Equal(t, "warehouse", hops[0].Consumer, name)
@@ -159,7 +159,7 @@ func TestAsyncHTTPCallback(t *testing.T) {
 		require.NoError(t, clientTP.Shutdown(ctx))
 		http.DefaultClient.CloseIdleConnections()
 
-		flows := waitForFlows(t, client, ep.api, url.Values{"key": {"job-42"}}, 1, func(f apiFlow) bool { return f.HopCount == 1 })
+		flows := waitForFlows(t, client, ep.api, url.Values{"key": {"job-42"}}, 1, ackedHops(1))
 		for name, hops := range flows {
 			require.Len(t, hops, 1, name)
 			h := hops[0]
