@@ -197,22 +197,57 @@ func processCPU(b *testing.B) time.Duration {
 //
 //	go test -run '^$' -bench InsertAndMerge -benchtime 3x ./storage/chstore
 func BenchmarkInsertAndMerge(b *testing.B) {
-	const seconds, spans = 10, 40_000
+	const seconds = 10
+	insert, merge := insertAndMerge(b, 1, seconds)
+	for _, table := range mergedTables {
+		if d, ok := insert[table]; ok {
+			b.ReportMetric(float64(d.Milliseconds())/float64(b.N*seconds), "ms-insert-"+table)
+		}
+		b.ReportMetric(float64(merge[table].Milliseconds())/float64(b.N), "ms-merge10-"+table)
+	}
+}
+
+// BenchmarkMergeLevels reports what merging ten parts costs per second of
+// the same load, once for parts of one second each (the first merge after
+// inserts) and once for parts of ten seconds each (the second, merging what
+// the first made): whether a row costs as much at every level it is
+// rewritten. Run with:
+//
+//	go test -run '^$' -bench MergeLevels -benchtime 1x ./storage/chstore
+func BenchmarkMergeLevels(b *testing.B) {
+	for level, seconds := range []int{1, 10} {
+		b.Run(fmt.Sprintf("level=%d", level+1), func(b *testing.B) {
+			_, merge := insertAndMerge(b, seconds, 10)
+			for _, table := range mergedTables {
+				b.ReportMetric(float64(merge[table].Milliseconds())/float64(b.N*10*seconds), "ms-merge-per-s-"+table)
+			}
+		})
+	}
+}
+
+// mergedTables are the tables insertAndMerge times, edges_1m filled by its
+// view on hops.
+var mergedTables = []string{"events", "hops", "flows", "edges_1m"}
+
+// insertAndMerge inserts, b.N times into a fresh database with background
+// merges stopped, parts parts of the load at 40,000 spans/s, each holding
+// seconds of it, then merges each table's parts into one. It returns the
+// process CPU each table took to insert and to merge.
+func insertAndMerge(b *testing.B, seconds, parts int) (insert, merge map[string]time.Duration) {
+	const spans = 40_000
 	ctx := context.Background()
-	tables := []string{"events", "hops", "flows", "edges_1m"}
-	insert := map[string]time.Duration{}
-	merge := map[string]time.Duration{}
+	insert, merge = map[string]time.Duration{}, map[string]time.Duration{}
 	for n := range b.N {
 		schema := chstore.Schema{Database: fmt.Sprintf("bench_insert_merge_%d", n)}
 		st, err := chstore.New(engine, schema)
 		require.NoError(b, err)
 		require.NoError(b, st.Migrate(ctx))
-		for _, table := range tables {
+		for _, table := range mergedTables {
 			require.NoError(b, engine.Exec(ctx, "SYSTEM STOP MERGES "+schema.Database+"."+table, nil))
 		}
-		for i := range seconds {
-			events := benchEvents(spans, i)
-			hops, flows := benchFlows(spans/6, i)
+		for i := range parts {
+			events := benchEvents(seconds*spans, i)
+			hops, flows := benchFlows(seconds*spans/6, i)
 			finished := slices.Clone(flows)
 			for j := range finished {
 				finished[j].Version, finished[j].Status = 2, model.FlowCompleted
@@ -222,19 +257,14 @@ func BenchmarkInsertAndMerge(b *testing.B) {
 			timedCPU(b, insert, "hops", func() error { return st.WriteHops(ctx, hops) }) // edges_1m's view included
 			timedCPU(b, insert, "flows", func() error { return st.WriteFlows(ctx, flows) })
 		}
-		for _, table := range tables {
+		for _, table := range mergedTables {
 			name := schema.Database + "." + table
 			require.NoError(b, engine.Exec(ctx, "SYSTEM START MERGES "+name, nil))
 			timedCPU(b, merge, table, func() error { return engine.Exec(ctx, "OPTIMIZE TABLE "+name+" FINAL", nil) })
 		}
 		require.NoError(b, engine.Exec(ctx, "DROP DATABASE "+schema.Database, nil))
 	}
-	for _, table := range tables {
-		if d, ok := insert[table]; ok {
-			b.ReportMetric(float64(d.Milliseconds())/float64(b.N*seconds), "ms-insert-"+table)
-		}
-		b.ReportMetric(float64(merge[table].Milliseconds())/float64(b.N), "ms-merge10-"+table)
-	}
+	return insert, merge
 }
 
 // timedCPU adds the process CPU that do took to totals[name].
