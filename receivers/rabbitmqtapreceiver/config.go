@@ -100,10 +100,12 @@ type ManagementConfig struct {
 	Interval time.Duration `mapstructure:"interval"`
 	// Timeout of one request. Default 5s.
 	Timeout time.Duration `mapstructure:"timeout"`
-	// StatsDelay is how old the broker's queue statistics may be
-	// (RabbitMQ's collect_statistics_interval, 5s unless changed): a
-	// drained queue settles only deliveries older than this. It must be
-	// at least that interval. Default 5s.
+	// StatsDelay is how old the broker's queue statistics may be: a
+	// drained queue settles only deliveries older than this. A queue
+	// publishes its figures every collect_statistics_interval (5s unless
+	// changed) and the management API serves them later still (1.7 to
+	// 6.5 s after a delivery on an idle broker at 5s), so it must be well
+	// over that interval. Default 15s.
 	StatsDelay time.Duration `mapstructure:"stats_delay"`
 	// DeadLetterBindings binds the tap's queue to the dead-letter exchange
 	// of every queue that has one, with the bindings that exchange already
@@ -131,7 +133,7 @@ func createDefaultConfig() *Config {
 			Password:           "guest",
 			Interval:           10 * time.Second,
 			Timeout:            5 * time.Second,
-			StatsDelay:         5 * time.Second,
+			StatsDelay:         15 * time.Second,
 			DeadLetterBindings: true,
 		},
 		Reconnect: tap.DefaultBackoff,
@@ -198,7 +200,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("management::timeout: must be positive, got %s", m.Timeout))
 		}
 		if m.StatsDelay <= 0 {
-			errs = append(errs, fmt.Errorf("management::stats_delay: must be positive (at least the broker's collect_statistics_interval), got %s", m.StatsDelay))
+			errs = append(errs, fmt.Errorf("management::stats_delay: must be positive (well over the broker's collect_statistics_interval), got %s", m.StatsDelay))
 		}
 	} else if c.EnableTracing {
 		errs = append(errs, errors.New("enable_tracing: needs management::endpoint"))

@@ -230,6 +230,21 @@ func spansOf(sink *consumertest.TracesSink, prefix string) []ptrace.Traces {
 // flowSummary writes each flow the correlator builds from the spans as one
 // line: status, retries, dead letters and its hops (queue, outcome,
 // attempts, reason), names without the prefix; sorted.
+// settlements are the outcomes of the settle spans the tap emitted, by
+// message id, for the test's destinations.
+func settlements(rt *runningTap, prefix string) map[string][]string {
+	out := map[string][]string{}
+	for _, td := range spansOf(rt.traces, prefix) {
+		forEachSpan(td, func(s ptrace.Span) {
+			if v, ok := s.Attributes().Get(tap.AttrOutcome); ok {
+				id, _ := s.Attributes().Get(tap.AttrMessageID)
+				out[id.Str()] = append(out[id.Str()], v.Str())
+			}
+		})
+	}
+	return out
+}
+
 // assertFlows waits up to limit for the flows the correlator builds from the
 // spans of prefix to be want (in flowSummary's form), and asserts they are.
 func assertFlows(t *testing.T, traces *consumertest.TracesSink, prefix string, limit time.Duration, want []string) {

@@ -419,16 +419,61 @@ func TestConsumerDied(t *testing.T) {
 	}
 	assertFlows(t, rt.traces, p, 30*time.Second, want)
 	// The first attempts were given back, not acked.
-	settles := map[string][]string{}
-	for _, td := range spansOf(rt.traces, p) {
-		forEachSpan(td, func(s ptrace.Span) {
-			if v, ok := s.Attributes().Get(tap.AttrOutcome); ok {
-				id, _ := s.Attributes().Get(tap.AttrMessageID)
-				settles[id.Str()] = append(settles[id.Str()], v.Str())
-			}
-		})
-	}
+	settles := settlements(rt, p)
 	for i := range 2 {
 		assert.Equal(t, []string{"nack", "ack"}, settles[fmt.Sprintf("%sjob-%d", p, i)])
 	}
+}
+
+// TestHeldDeliveriesStayPending: consumers hold their deliveries unacked
+// across many polls, with the default stats_delay. The broker publishes a
+// queue's figures every statistics interval and they reach the management
+// API a little later, so just after a delivery a poll can still read the
+// figures from before it: nothing handed out. Such a poll must not settle
+// the delivery. Twenty queues, each with one delivery, taken a quarter of
+// a second apart, meet the figures' update at every phase of the interval.
+func TestHeldDeliveriesStayPending(t *testing.T) {
+	t.Parallel()
+	rt := startTap(t, "held", nil)
+	p := rt.prefix
+	_, ch := dial(t)
+	const queues = 20
+	var held []amqp.Delivery
+	for i := range queues {
+		queue := fmt.Sprintf("%sheld-%02d", p, i)
+		_, err := ch.QueueDeclare(queue, false, false, false, false, nil)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			_, ch := dial(t)
+			_, _ = ch.QueueDelete(queue, false, false, false)
+		})
+		require.NoError(t, ch.PublishWithContext(context.Background(), "", queue, false, false,
+			amqp.Publishing{MessageId: queue, Body: []byte(`{"job":true}`)}))
+	}
+	_, consumer := dial(t)
+	for i := range queues {
+		ds, err := consumer.Consume(fmt.Sprintf("%sheld-%02d", p, i), "", false, false, false, false, nil)
+		require.NoError(t, err)
+		held = append(held, next(t, ds))
+		time.Sleep(250 * time.Millisecond)
+	}
+	// Two statistics intervals and more after the last delivery: every
+	// queue's figures have said "handed out" by now, and the tap has
+	// polled about forty times.
+	time.Sleep(12 * time.Second)
+	require.Empty(t, settlements(rt, p), "deliveries still held were settled")
+
+	for _, d := range held {
+		require.NoError(t, d.Ack(false))
+	}
+	want := map[string][]string{}
+	for i := range queues {
+		want[fmt.Sprintf("%sheld-%02d", p, i)] = []string{"ack"}
+	}
+	var got map[string][]string
+	waitFor(60*time.Second, func() bool {
+		got = settlements(rt, p)
+		return assert.ObjectsAreEqual(want, got)
+	})
+	assert.Equal(t, want, got, "once acked, each delivery is settled by a drain, once")
 }
