@@ -227,9 +227,6 @@ func spansOf(sink *consumertest.TracesSink, prefix string) []ptrace.Traces {
 	return out
 }
 
-// flowSummary writes each flow the correlator builds from the spans as one
-// line: status, retries, dead letters and its hops (queue, outcome,
-// attempts, reason), names without the prefix; sorted.
 // settlements are the outcomes of the settle spans the tap emitted, by
 // message id, for the test's destinations.
 func settlements(rt *runningTap, prefix string) map[string][]string {
@@ -257,6 +254,9 @@ func assertFlows(t *testing.T, traces *consumertest.TracesSink, prefix string, l
 	assert.Equal(t, want, got)
 }
 
+// flowSummary writes each flow the correlator builds from the spans as one
+// line: status, retries, dead letters and its hops (queue, outcome,
+// attempts, reason), names without the prefix; sorted.
 func flowSummary(t testing.TB, prefix string, spans []ptrace.Traces, extra ...ptrace.Traces) []string {
 	res := taptest.Correlate(t, correlator.Config{}, append(spans, extra...)...)
 	var out []string
