@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,8 +52,42 @@ func (e *badParameter) Error() string { return e.name + ": " + e.reason }
 
 // params reads query parameters, remembering the first that is wrong.
 type params struct {
-	values map[string][]string
+	values map[string]string
 	err    *badParameter
+}
+
+// newParams reads the query string of a request to an endpoint that takes
+// the named parameters. A pair that does not decode, a parameter given
+// twice and one the endpoint does not take are each wrong: read leniently,
+// a filter with a typo or a bad escape would be dropped, and the answer
+// would look like what was asked for.
+func newParams(r *http.Request, known ...string) *params {
+	p := &params{values: map[string]string{}}
+	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
+		if pair == "" {
+			continue
+		}
+		rawKey, rawValue, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(rawKey)
+		if err != nil {
+			p.fail(rawKey, "does not decode: %v", err)
+			continue
+		}
+		value, err := url.QueryUnescape(rawValue)
+		_, seen := p.values[key]
+		switch {
+		case err != nil:
+			p.fail(key, "does not decode: %v", err)
+		case strings.Contains(pair, ";"):
+			p.fail(key, "holds a raw ';': encode it as %%3B")
+		case !slices.Contains(known, key):
+			p.fail(key, "not a parameter of %s (it takes %s)", r.URL.Path, strings.Join(known, ", "))
+		case seen:
+			p.fail(key, "given more than once")
+		}
+		p.values[key] = value
+	}
+	return p
 }
 
 func (p *params) fail(name, format string, args ...any) {
@@ -61,10 +97,7 @@ func (p *params) fail(name, format string, args ...any) {
 }
 
 func (p *params) text(name string) string {
-	v := ""
-	if vs := p.values[name]; len(vs) > 0 {
-		v = vs[0]
-	}
+	v := p.values[name]
 	if len(v) > maxParamLength {
 		p.fail(name, "longer than %d bytes", maxParamLength)
 		return ""
@@ -85,6 +118,10 @@ func (p *params) time(name string) time.Time {
 		return time.Time{}
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil && strings.Contains(v, " ") {
+		// An offset's + that came unencoded, and so decoded as a space.
+		t, err = time.Parse(time.RFC3339Nano, strings.Replace(v, " ", "+", 1))
+	}
 	if ms, msErr := strconv.ParseInt(v, 10, 64); msErr == nil {
 		t, err = time.UnixMilli(ms).UTC(), nil
 	}
@@ -129,7 +166,7 @@ func (p *params) statuses(name string) []model.FlowStatus {
 }
 
 func (a *api) flows(w http.ResponseWriter, r *http.Request) {
-	p := params{values: r.URL.Query()}
+	p := newParams(r, "key", "name", "status", "from", "to", "min_duration_ms", "limit", "cursor")
 	q := storage.FlowQuery{
 		Key:      p.text("key"),
 		Name:     p.text("name"),
@@ -193,7 +230,7 @@ func (a *api) flow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) topology(w http.ResponseWriter, r *http.Request) {
-	p := params{values: r.URL.Query()}
+	p := newParams(r, "from", "to")
 	from, to := p.time("from"), p.time("to")
 	if to.IsZero() {
 		to = a.now()

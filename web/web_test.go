@@ -183,6 +183,26 @@ func TestAPI(t *testing.T) {
 			assert.Contains(t, e.Error, "want a time from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16Z")
 		}
 	})
+	t.Run("a query string that does not read cleanly is a 400, not a dropped filter", func(t *testing.T) {
+		for raw, name := range map[string]string{
+			"key=100%off":                    "key",    // a bad escape
+			"key=o-3;x":                      "key",    // a raw semicolon
+			"status=completed&status=failed": "status", // given twice
+			"stauts=running":                 "stauts", // not a parameter of this endpoint
+		} {
+			var e errorJSON
+			require.Equal(t, 400, get(t, base, "/api/flows?"+raw, nil, &e), raw)
+			assert.Equal(t, name, e.Parameter, raw)
+		}
+		var e errorJSON
+		require.Equal(t, 400, get(t, base, "/api/topology?from=x&key=o-3", nil, &e))
+		assert.Equal(t, "key", e.Parameter, "the flows' filters are not the topology's")
+	})
+	t.Run("a time offset's + may come unencoded", func(t *testing.T) {
+		var page flowsResponse
+		require.Equal(t, 200, get(t, base, "/api/flows?key=o-3&from="+t0.Add(-time.Hour).In(time.FixedZone("", 2*3600)).Format(time.RFC3339), nil, &page))
+		require.Len(t, page.Flows, 1)
+	})
 	t.Run("names other than the server's are refused on loopback", func(t *testing.T) {
 		port := strings.TrimPrefix(base, "http://127.0.0.1:")
 		for host, want := range map[string]int{
