@@ -366,7 +366,7 @@ func (s *store) Topology(ctx context.Context, from, to time.Time) ([]model.EdgeS
 	query := "SELECT " + edgeStatsSelect + " FROM " + s.schema.name("edges_1m") +
 		" WHERE minute >= toStartOfMinute(fromUnixTimestamp64Nano({from:Int64})) AND minute < fromUnixTimestamp64Nano({to:Int64})" +
 		" GROUP BY system, producer, destination, consumer ORDER BY system, producer, destination, consumer"
-	edges, err := selectRows(ctx, s, query, timeRange(from, to), (*edgeRow).stats)
+	edges, err := selectRows(ctx, s, query, minuteRange(from, to), (*edgeRow).stats)
 	if err != nil {
 		return nil, fmt.Errorf("topology: %w", err)
 	}
@@ -378,7 +378,7 @@ func (s *store) EdgeSeries(ctx context.Context, q storage.SeriesQuery) ([]model.
 	if stepMinutes < 1 {
 		stepMinutes = 1
 	}
-	params := timeRange(q.From, q.To)
+	params := minuteRange(q.From, q.To)
 	params["step"] = strconv.FormatInt(stepMinutes, 10)
 	params["system"] = escapeParam(q.Edge.System)
 	params["producer"] = escapeParam(q.Edge.Producer)
@@ -471,6 +471,24 @@ func timeRange(from, to time.Time) Params {
 		"from": strconv.FormatInt(nanos(from), 10),
 		"to":   strconv.FormatInt(nanos(to), 10),
 	}
+}
+
+// lastMinute is the last second edges_1m's minute column, a 32-bit
+// DateTime, holds: ClickHouse wraps later times around to 1970.
+var lastMinute = time.Unix(math.MaxUint32, 0).UTC()
+
+// minuteRange is timeRange for edges_1m, its ends no later than lastMinute.
+func minuteRange(from, to time.Time) Params {
+	if to.IsZero() {
+		to = time.Now()
+	}
+	if from.After(lastMinute) {
+		from = lastMinute
+	}
+	if to.After(lastMinute) {
+		to = lastMinute
+	}
+	return timeRange(from, to)
 }
 
 // fromNanos reads a stored time; the epoch means "not observed".

@@ -50,6 +50,16 @@ func TestTopologyCountsEachHopOnce(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, empty)
 
+	// Edge minutes are 32-bit times: a window past 2106 must not wrap
+	// around to 1970 and find this one.
+	late := time.Date(2107, 1, 1, 0, 0, 0, 0, time.UTC)
+	empty, err = st.Topology(ctx, late, late.Add(time.Hour))
+	require.NoError(t, err)
+	assert.Empty(t, empty, "a window after 2106")
+	series, err := st.EdgeSeries(ctx, storage.SeriesQuery{Edge: edge, From: late, To: late.Add(time.Hour), Step: time.Minute})
+	require.NoError(t, err)
+	assert.Empty(t, series, "a window after 2106")
+
 	points, err := st.EdgeSeries(ctx, storage.SeriesQuery{Edge: edge, From: t0, To: t0.Add(time.Hour), Step: time.Minute})
 	require.NoError(t, err)
 	require.Len(t, points, 2)
