@@ -198,7 +198,6 @@ type EdgeStats struct {
 	ProcessingP99 time.Duration
 	Retries       uint64
 	DeadLetters   uint64
-	Stuck         uint64
 }
 
 // EdgePoint is one step of an edge's time series.

@@ -111,7 +111,6 @@ type edgeJSON struct {
 	ProcessingP99MS float64 `json:"processing_p99_ms"`
 	Retries         uint64  `json:"retries"`
 	DeadLetters     uint64  `json:"dead_letters"`
-	Stuck           uint64  `json:"stuck"`
 }
 
 type topologyResponse struct {
@@ -200,7 +199,6 @@ func buildTopology(stats []model.EdgeStats) topologyResponse {
 		m.Count += e.Count
 		m.Retries += e.Retries
 		m.DeadLetters += e.DeadLetters
-		m.Stuck += e.Stuck
 		m.QueueWaitP50MS = max(m.QueueWaitP50MS, e.QueueWaitP50MS)
 		m.QueueWaitP95MS = max(m.QueueWaitP95MS, e.QueueWaitP95MS)
 		m.QueueWaitP99MS = max(m.QueueWaitP99MS, e.QueueWaitP99MS)
@@ -220,7 +218,7 @@ func buildTopology(stats []model.EdgeStats) topologyResponse {
 				Source: queue, Target: consumer, Count: s.Count,
 				QueueWaitP50MS: ms(s.QueueWaitP50), QueueWaitP95MS: ms(s.QueueWaitP95), QueueWaitP99MS: ms(s.QueueWaitP99),
 				ProcessingP50MS: ms(s.ProcessingP50), ProcessingP95MS: ms(s.ProcessingP95), ProcessingP99MS: ms(s.ProcessingP99),
-				Retries: s.Retries, DeadLetters: s.DeadLetters, Stuck: s.Stuck,
+				Retries: s.Retries, DeadLetters: s.DeadLetters,
 			})
 		}
 	}

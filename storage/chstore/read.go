@@ -322,7 +322,7 @@ func (s *store) FlowIDsByKey(ctx context.Context, key string, limit int) ([]stri
 }
 
 const edgeStatsSelect = "system, producer, destination, consumer, sum(hops) AS count, sum(retries) AS retries, " +
-	"sum(dead_letters) AS dead_letters, sum(stuck) AS stuck, " +
+	"sum(dead_letters) AS dead_letters, " +
 	"quantilesTDigestMerge(0.5, 0.95, 0.99)(queue_wait) AS queue_wait, " +
 	"quantilesTDigestMerge(0.5, 0.95, 0.99)(processing) AS processing"
 
@@ -335,7 +335,6 @@ type edgeRow struct {
 	Count       uint64    `json:"count"`
 	Retries     uint64    `json:"retries"`
 	DeadLetters uint64    `json:"dead_letters"`
-	Stuck       uint64    `json:"stuck"`
 	QueueWait   []float64 `json:"queue_wait"`
 	Processing  []float64 `json:"processing"`
 }
@@ -358,7 +357,6 @@ func (r *edgeRow) stats() model.EdgeStats {
 		ProcessingP99: quantile(r.Processing, 2),
 		Retries:       r.Retries,
 		DeadLetters:   r.DeadLetters,
-		Stuck:         r.Stuck,
 	}
 }
 
