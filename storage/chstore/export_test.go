@@ -10,3 +10,9 @@ import (
 func NewWithMigrations(conn Conn, schema Schema, src fs.FS) (storage.Store, error) {
 	return newStore(conn, schema, src)
 }
+
+// FindFlowsSQL is the statement FindFlows runs for q, for tests of its text.
+func FindFlowsSQL(schema Schema, q storage.FlowQuery) (string, error) {
+	query, _, _, err := (&store{schema: schema}).findFlowsQuery(q)
+	return query, err
+}

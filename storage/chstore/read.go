@@ -191,9 +191,12 @@ func (s *store) FindFlows(ctx context.Context, q storage.FlowQuery) (storage.Flo
 // hasKey is the condition, on flows FINAL, that a flow's latest version
 // carries the value {key}. The bloom filter on keys.value finds the flows any
 // version of which carried it, in the subquery; the latest versions are then
-// read by primary key.
+// read by primary key. On a cluster the subquery reads each node's own
+// table: flows are sharded by flow_id, so it holds every version of the
+// flows that node answers for (and ClickHouse refuses a Distributed table
+// in an IN inside a query on one).
 func (s *store) hasKey() string {
-	return "flow_id IN (SELECT flow_id FROM " + s.schema.name("flows") + " WHERE has(keys.value, {key:String}))" +
+	return "flow_id IN (SELECT flow_id FROM " + s.schema.local("flows") + " WHERE has(keys.value, {key:String}))" +
 		" AND has(keys.value, {key:String})"
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowtrace/flowtrace/storage"
 	"github.com/flowtrace/flowtrace/storage/chstore"
 )
 
@@ -47,6 +48,18 @@ func TestRenderCluster(t *testing.T) {
 	assert.Contains(t, ddl, "TO `ft`.`edges_1m_local`")
 	assert.Contains(t, ddl, "FROM `ft`.`hops_local`")
 	assert.NotContains(t, ddl, "non_replicated_deduplication_window")
+}
+
+// TestKeySearchOnACluster: a key search reads flows through the Distributed
+// table, and its subquery must read each node's own table. A subquery on
+// the Distributed table inside it is a double-distributed IN, which
+// ClickHouse refuses by default; flows are sharded by flow_id, so every
+// version of a flow is on the node that answers for it.
+func TestKeySearchOnACluster(t *testing.T) {
+	query, err := chstore.FindFlowsSQL(chstore.Schema{Database: "ft", Cluster: "prod"}, storage.FlowQuery{Key: "o-1"})
+	require.NoError(t, err)
+	assert.Contains(t, query, "FROM `ft`.`flows` FINAL")
+	assert.Contains(t, query, "flow_id IN (SELECT flow_id FROM `ft`.`flows_local` WHERE")
 }
 
 func TestSchemaValidate(t *testing.T) {
