@@ -117,6 +117,28 @@ func TestWritingTheSameBatchTwiceLeavesOneCopy(t *testing.T) {
 	assert.Equal(t, uint64(len(hops)), total)
 }
 
+// TestABatchOverManyDaysIsWritten: events are partitioned by day, and
+// ClickHouse refuses an insert that touches more than 100 partitions by
+// default. Spans from clients with bad clocks or a backfill can put a batch
+// over that, and refusing it would hold the whole batch, good rows with
+// it, in the queue's retries until it is dropped.
+func TestABatchOverManyDaysIsWritten(t *testing.T) {
+	st, schema := newStore(t, 0)
+	ctx := context.Background()
+	var events []model.Event
+	hops := []model.Hop{}
+	for day := range 150 {
+		at := t0.AddDate(0, 0, -day)
+		events = append(events, model.Event{Time: at, Kind: model.EventPublish, System: "kafka", Destination: "orders", MessageID: fmt.Sprint(day)})
+		hops = append(hops, model.Hop{FlowID: "f", HopID: fmt.Sprint(day), Version: 1, FirstSeen: at, PublishTime: at,
+			System: "kafka", Producer: "api", Destination: "orders", Outcome: model.HopAcked, Counted: true})
+	}
+	require.NoError(t, st.WriteEvents(ctx, events))
+	require.NoError(t, st.WriteHops(ctx, hops))
+	assert.Equal(t, len(events), count(t, schema, "events", false))
+	assert.Equal(t, len(hops), count(t, schema, "hops", false))
+}
+
 func TestNewestVersionWinsAndDeletedFlowsDisappear(t *testing.T) {
 	st, _ := newStore(t, 0)
 	ctx := context.Background()

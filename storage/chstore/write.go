@@ -298,6 +298,11 @@ func (s *store) insert(ctx context.Context, table string, block *Block) error {
 		// The materialized views fed by the table deduplicate too, or a
 		// replayed batch would count twice in them.
 		{"deduplicate_blocks_in_dependent_materialized_views", "1"},
+		// Tables are partitioned by day of the rows' own times, and a batch
+		// with spans from clients with bad clocks, or a backfill, can span
+		// more than the 100 partitions ClickHouse allows an insert by
+		// default: refused, it would be retried and then dropped whole.
+		{"max_partitions_per_insert_block", "0"},
 	}
 	if s.schema.Cluster != "" {
 		// Insert synchronously so the token reaches the replicated tables.
