@@ -36,7 +36,10 @@ func backlogSamples(md pmetric.Metrics) ([]model.BacklogSample, []error) {
 					continue
 				}
 				if m.Type() != pmetric.MetricTypeGauge {
-					bad = append(bad, fmt.Errorf("%s: want a gauge, got %s", m.Name(), m.Type()))
+					err := fmt.Errorf("%s: want a gauge, got %s", m.Name(), m.Type())
+					for range pointCount(m) { // each point is a refused sample
+						bad = append(bad, err)
+					}
 					continue
 				}
 				points := m.Gauge().DataPoints()
@@ -104,4 +107,21 @@ func setter(name string) func(*model.BacklogSample, float64) {
 		return func(s *model.BacklogSample, v float64) { s.DeliverRate = v }
 	}
 	return nil
+}
+
+// pointCount is the number of data points a metric of any type holds.
+func pointCount(m pmetric.Metric) int {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		return m.Gauge().DataPoints().Len()
+	case pmetric.MetricTypeSum:
+		return m.Sum().DataPoints().Len()
+	case pmetric.MetricTypeHistogram:
+		return m.Histogram().DataPoints().Len()
+	case pmetric.MetricTypeExponentialHistogram:
+		return m.ExponentialHistogram().DataPoints().Len()
+	case pmetric.MetricTypeSummary:
+		return m.Summary().DataPoints().Len()
+	}
+	return 0
 }

@@ -34,7 +34,10 @@ type chExporter struct {
 	// converters reuse span adapters across pushes.
 	converters sync.Pool
 
-	rejected metric.Int64Counter // records and samples refused as malformed
+	rejected metric.Int64Counter // records, spans and samples refused as malformed
+	// malformed counts span attributes of the wrong form, read as absent:
+	// the spans are written all the same.
+	malformed metric.Int64Counter
 }
 
 func newExporter(cfg *Config, set component.TelemetrySettings) (*chExporter, error) {
@@ -45,6 +48,12 @@ func newExporter(cfg *Config, set component.TelemetrySettings) (*chExporter, err
 	e.rejected, err = meter.Int64Counter("flowtrace.exporter.rejected",
 		metric.WithUnit("{item}"),
 		metric.WithDescription("Records, spans and samples the ClickHouse exporter refused as malformed; never retried."))
+	if err != nil {
+		return nil, err
+	}
+	e.malformed, err = meter.Int64Counter("flowtrace.exporter.malformed_attributes",
+		metric.WithUnit("{attribute}"),
+		metric.WithDescription("Span attributes of the wrong form, read as absent; the spans are written."))
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +81,7 @@ func (e *chExporter) eventRows(ctx context.Context, td ptrace.Traces) (*rows, []
 		events.count++
 	})
 	if stats.Malformed > 0 {
-		e.rejected.Add(ctx, int64(stats.Malformed))
+		e.malformed.Add(ctx, int64(stats.Malformed))
 	}
 	r := &rows{}
 	r.addSection(events)
