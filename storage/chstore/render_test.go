@@ -48,6 +48,11 @@ func TestRenderCluster(t *testing.T) {
 	assert.Contains(t, ddl, "TO `ft`.`edges_1m_local`")
 	assert.Contains(t, ddl, "FROM `ft`.`hops_local`")
 	assert.NotContains(t, ddl, "non_replicated_deduplication_window")
+	// Every table is sharded by its rows' own values, so a retried insert
+	// splits the same way and each shard recognises its part; events made
+	// by earlier versions, sharded at random, are redistributed.
+	assert.NotContains(t, ddl, "rand()")
+	assert.Contains(t, ddl, "CREATE OR REPLACE TABLE `ft`.`events` ON CLUSTER `prod` AS `ft`.`events_local` ENGINE = Distributed(`prod`, `ft`, `events_local`, cityHash64(message_id, span_id))")
 }
 
 // TestKeySearchOnACluster: a key search reads flows through the Distributed

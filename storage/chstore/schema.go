@@ -121,15 +121,27 @@ func (s Schema) distributed(table, shardingKey string) string {
 		s.name(table), s.onCluster(), s.local(table), s.Cluster, s.Database, table+"_local", shardingKey)
 }
 
+// redistribute replaces the Distributed table in front of table with one
+// sharded by shardingKey; a no-op without a cluster. The Distributed table
+// holds no rows of its own (inserts go through it in the foreground), so
+// nothing is lost.
+func (s Schema) redistribute(table, shardingKey string) string {
+	if s.Cluster == "" {
+		return ""
+	}
+	return strings.Replace(s.distributed(table, shardingKey), "CREATE TABLE IF NOT EXISTS", "CREATE OR REPLACE TABLE", 1)
+}
+
 func (s Schema) funcs() template.FuncMap {
 	return template.FuncMap{
-		"name":        s.name,
-		"table":       s.local,
-		"onCluster":   s.onCluster,
-		"engine":      s.engine,
-		"ttl":         s.ttl,
-		"settings":    s.settings,
-		"distributed": s.distributed,
+		"name":         s.name,
+		"table":        s.local,
+		"onCluster":    s.onCluster,
+		"engine":       s.engine,
+		"ttl":          s.ttl,
+		"settings":     s.settings,
+		"distributed":  s.distributed,
+		"redistribute": s.redistribute,
 	}
 }
 

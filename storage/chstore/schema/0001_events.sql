@@ -33,4 +33,4 @@ ORDER BY (system, destination, time)
 {{ttl "time"}}
 {{settings "min_parts_to_merge_at_once = 10"}};
 
-{{distributed "events" "rand()"}}
+{{distributed "events" "cityHash64(message_id, span_id)"}}
