@@ -480,9 +480,6 @@ var lastMinute = time.Unix(math.MaxUint32, 0).UTC()
 
 // minuteRange is timeRange for edges_1m, its ends no later than lastMinute.
 func minuteRange(from, to time.Time) Params {
-	if to.IsZero() {
-		to = time.Now()
-	}
 	if from.After(lastMinute) {
 		from = lastMinute
 	}
