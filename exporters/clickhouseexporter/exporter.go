@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
+	xstorage "go.opentelemetry.io/collector/extension/xextension/storage"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -33,6 +34,12 @@ type chExporter struct {
 
 	// converters reuse span adapters across pushes.
 	converters sync.Pool
+
+	// id and signal name the replay guard's storage, which start opens when
+	// the sending queue is persistent.
+	id     component.ID
+	signal string
+	guard  *replayGuard
 
 	rejected metric.Int64Counter // records, spans and samples refused as malformed
 	// malformed counts span attributes of the wrong form, read as absent:
@@ -60,12 +67,34 @@ func newExporter(cfg *Config, set component.TelemetrySettings) (*chExporter, err
 	return e, nil
 }
 
-func (e *chExporter) start(_ context.Context, host component.Host) error {
+func (e *chExporter) start(ctx context.Context, host component.Host) error {
 	store, err := flowstorage.GetStore(host, e.cfg.Backend)
 	if err != nil {
 		return fmt.Errorf("clickhouse exporter: %w", err)
 	}
 	e.store = store
+	queue := e.cfg.QueueConfig.Get()
+	if queue == nil || queue.StorageID == nil {
+		return nil // nothing survives a restart, so nothing is replayed
+	}
+	ext, ok := host.GetExtensions()[*queue.StorageID].(xstorage.Extension)
+	if !ok {
+		return fmt.Errorf("clickhouse exporter: sending_queue::storage: %s is not a storage extension", queue.StorageID)
+	}
+	client, err := ext.GetClient(ctx, component.KindExporter, e.id, "replay_"+e.signal)
+	if err != nil {
+		return fmt.Errorf("clickhouse exporter: %w", err)
+	}
+	if e.guard, err = newReplayGuard(ctx, client); err != nil {
+		return errors.Join(fmt.Errorf("clickhouse exporter: %w", err), client.Close(ctx))
+	}
+	return nil
+}
+
+func (e *chExporter) shutdown(ctx context.Context) error {
+	if e.guard != nil {
+		return e.guard.close(ctx)
+	}
 	return nil
 }
 
@@ -143,12 +172,49 @@ func (e *chExporter) backlogRows(_ context.Context, md pmetric.Metrics) (*rows, 
 }
 
 // push writes a batch of rows. A retried batch rewrites what an earlier
-// attempt wrote; storage drops the repeated blocks.
+// attempt wrote; storage drops the repeated blocks. With a persistent
+// queue, the replay guard sees that a replay after a restart does too.
 func (e *chExporter) push(ctx context.Context, req xexporterhelper.Request) error {
 	r := req.(*rows)
+	if e.guard == nil {
+		return e.write(ctx, r)
+	}
+	if err := e.guard.recover(ctx, e.write); err != nil {
+		return err
+	}
+	if r.items == nil { // before any gather; a retry finds them here
+		r.items = r.itemHashes()
+	}
+	batch := e.guard.dropDone(r)
+	if batch.ItemsCount() == 0 {
+		return nil
+	}
+	if err := e.gather(ctx, batch); err != nil {
+		return err
+	}
+	key, err := e.guard.begin(ctx, batch)
+	if err != nil {
+		return err
+	}
+	if err := e.write(ctx, batch); err != nil {
+		return err
+	}
+	return e.guard.finish(ctx, key, r.items)
+}
+
+// gather puts a batch's rows together; one that cannot be is refused.
+func (e *chExporter) gather(ctx context.Context, r *rows) error {
 	if err := r.gather(); err != nil {
 		e.rejected.Add(ctx, int64(r.ItemsCount()))
 		return consumererror.NewPermanent(err)
+	}
+	return nil
+}
+
+// write writes a batch of rows, table by table.
+func (e *chExporter) write(ctx context.Context, r *rows) error {
+	if err := e.gather(ctx, r); err != nil {
+		return err
 	}
 	if len(r.events) > 0 {
 		if err := e.store.WriteEvents(ctx, r.events); err != nil {

@@ -39,6 +39,7 @@ var readsOnly = consumer.Capabilities{MutatesData: false}
 func options(cfg *Config, e *chExporter) []exporterhelper.Option {
 	return []exporterhelper.Option{
 		exporterhelper.WithStart(e.start),
+		exporterhelper.WithShutdown(e.shutdown),
 		exporterhelper.WithTimeout(cfg.TimeoutConfig),
 		xexporterhelper.WithQueueBatch(cfg.QueueConfig, xexporterhelper.QueueBatchSettings{Encoding: rowsEncoding{}}),
 		exporterhelper.WithRetry(cfg.BackOffConfig),
@@ -63,6 +64,7 @@ func createTraces(ctx context.Context, set exporter.Settings, cfg component.Conf
 	if err != nil {
 		return nil, err
 	}
+	e.id, e.signal = set.ID, "traces"
 	inner, err := xexporterhelper.NewTracesRequest(ctx, set, queued[ptrace.Traces], e.push, options(c, e)...)
 	return tracesExporter{Traces: inner, e: e}, err
 }
@@ -85,6 +87,7 @@ func createLogs(ctx context.Context, set exporter.Settings, cfg component.Config
 	if err != nil {
 		return nil, err
 	}
+	e.id, e.signal = set.ID, "logs"
 	inner, err := xexporterhelper.NewLogsRequest(ctx, set, queued[plog.Logs], e.push, options(c, e)...)
 	return logsExporter{Logs: inner, e: e}, err
 }
@@ -107,6 +110,7 @@ func createMetrics(ctx context.Context, set exporter.Settings, cfg component.Con
 	if err != nil {
 		return nil, err
 	}
+	e.id, e.signal = set.ID, "metrics"
 	inner, err := xexporterhelper.NewMetricsRequest(ctx, set, queued[pmetric.Metrics], e.push, options(c, e)...)
 	return metricsExporter{Metrics: inner, e: e}, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/cespare/xxhash/v2"
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exporterhelper/xexporterhelper"
 
@@ -34,6 +35,13 @@ type rows struct {
 	// request by request instead allocated a fifth of all bytes under load.
 	merged      []*rows
 	mergedItems int // the rows of merged
+
+	// item is a hash of the bytes the sending queue held these rows in,
+	// zero for rows that are not one queued item as it was: it is how a
+	// replay after a restart knows an item it wrote already. items are
+	// those of the parts of a batch, kept for its retries.
+	item  uint64
+	items []uint64
 }
 
 // section is count rows of one kind in modelcodec's encoding, one after
@@ -107,9 +115,47 @@ func (r *rows) gather() error {
 		return err
 	}
 	r.events, r.hops, r.flows, r.backlog = events, hops, flows, backlog
+	if len(r.merged) > 0 {
+		r.item = 0 // no longer one item
+	}
 	clear(r.merged)
 	r.merged, r.mergedItems, r.sections = nil, 0, nil
 	return nil
+}
+
+// itemHashes are the items of r's parts, as the sending queue held them.
+func (r *rows) itemHashes() []uint64 {
+	items := []uint64{}
+	for _, p := range r.parts() {
+		if p.item != 0 {
+			items = append(items, p.item)
+		}
+	}
+	return items
+}
+
+// without is r less the parts that are queued items drop names: r itself
+// when it drops none.
+func (r *rows) without(drop func(item uint64) bool) *rows {
+	parts := r.parts()
+	var kept []*rows
+	for _, p := range parts {
+		if p.item == 0 || !drop(p.item) {
+			kept = append(kept, p)
+		}
+	}
+	switch len(kept) {
+	case len(parts):
+		return r
+	case 0:
+		return &rows{}
+	}
+	head := *kept[0]
+	head.merged, head.mergedItems, head.bytes, head.items = kept[1:], 0, 0, nil
+	for _, p := range kept[1:] {
+		head.mergedItems += p.ItemsCount()
+	}
+	return &head
 }
 
 // gatherKind puts the rows of one kind of every part together: each part's
@@ -332,5 +378,6 @@ func (rowsEncoding) Unmarshal(b []byte) (context.Context, xexporterhelper.Reques
 	if d.Err() != nil || d.Len() != 0 {
 		return ctx, nil, modelcodec.ErrCorrupt
 	}
+	r.item = xxhash.Sum64(b)
 	return ctx, r, nil
 }

@@ -147,3 +147,38 @@ func BenchmarkMergeSplit(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(parts)*request)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// TestWithoutLeavesOutQueuedItems: a batch of three queued items, less the
+// ones a replay has written already, whichever part of the batch they are.
+func TestWithoutLeavesOutQueuedItems(t *testing.T) {
+	ctx := context.Background()
+	batch := func() *rows {
+		var head xexporterhelper.Request
+		for i := range 3 {
+			b, err := rowsEncoding{}.Marshal(ctx, sampleRows(i+1)) // 1, 2 and 3 of each kind
+			require.NoError(t, err)
+			_, item, err := rowsEncoding{}.Unmarshal(b)
+			require.NoError(t, err)
+			if head == nil {
+				head = item
+				continue
+			}
+			merged, err := head.MergeSplit(ctx, 0, exporterhelper.RequestSizerTypeItems, item)
+			require.NoError(t, err)
+			head = merged[0]
+		}
+		return head.(*rows)
+	}
+	r := batch()
+	items := r.itemHashes()
+	require.Len(t, items, 3)
+	assert.Same(t, r, r.without(func(uint64) bool { return false }))
+	for dropped, want := range map[int]int{0: 4 * 5, 1: 4 * 4, 2: 4 * 3} {
+		r := batch()
+		rest := r.without(func(item uint64) bool { return item == items[dropped] })
+		assert.Equal(t, want, rest.ItemsCount(), "without item %d", dropped)
+		require.NoError(t, rest.gather())
+		assert.Equal(t, 6*4, r.ItemsCount(), "the batch itself is left as it was")
+	}
+	assert.Zero(t, batch().without(func(uint64) bool { return true }).ItemsCount())
+}
