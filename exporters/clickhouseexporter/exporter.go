@@ -179,7 +179,7 @@ func (e *chExporter) push(ctx context.Context, req xexporterhelper.Request) erro
 	if e.guard == nil {
 		return e.write(ctx, r)
 	}
-	if err := e.guard.recover(ctx, e.write); err != nil {
+	if err := e.guard.recover(ctx, e.write, e.logger); err != nil {
 		return err
 	}
 	if r.items == nil { // before any gather; a retry finds them here

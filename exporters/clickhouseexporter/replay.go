@@ -12,7 +12,9 @@ import (
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
+	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/extension/xextension/storage"
+	"go.uber.org/zap"
 )
 
 // replayGuard keeps a replay of the persistent sending queue, after the
@@ -77,8 +79,12 @@ func newReplayGuard(ctx context.Context, client storage.Client) (*replayGuard, e
 
 // recover writes, once, the batches recorded before a restart and not
 // known to be written: each exactly as it was, so that ClickHouse drops
-// whatever of it was written already.
-func (g *replayGuard) recover(ctx context.Context, write func(context.Context, *rows) error) error {
+// whatever of it was written already. Until it has, no batch is written:
+// it returns the error of a write that failed, to be retried. A record
+// that does not decode, or rows that can never be written, are given up
+// (logged): their items are not marked written, so the queue's replay
+// writes them, at worst twice, rather than not at all.
+func (g *replayGuard) recover(ctx context.Context, write func(context.Context, *rows) error, logger *zap.Logger) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.recovered {
@@ -90,11 +96,15 @@ func (g *replayGuard) recover(ctx context.Context, write func(context.Context, *
 			return fmt.Errorf("read replay intent: %w", err)
 		}
 		items, r, err := decodeIntent(value)
-		if err != nil {
-			return fmt.Errorf("replay intent %s: %w", key, err)
+		if err == nil {
+			err = write(ctx, r)
+			if err != nil && !consumererror.IsPermanent(err) {
+				return err
+			}
 		}
-		if err := write(ctx, r); err != nil {
-			return err
+		if err != nil {
+			logger.Error("A batch recorded before the restart is given up; the queue's replay writes its items", zap.String("intent", key), zap.Error(err))
+			items = nil
 		}
 		if err := g.finishLocked(ctx, key, items); err != nil {
 			return err

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/collector/exporter/exporterhelper"
 	"go.opentelemetry.io/collector/exporter/exportertest"
 	"go.opentelemetry.io/collector/extension/extensiontest"
+	xstorage "go.opentelemetry.io/collector/extension/xextension/storage"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -200,4 +201,54 @@ func replayRecords(i int) plog.Logs {
 			Consumer: "billing", ConsumerGroup: "billing", Attempts: 1, Outcome: model.HopAcked, Counted: true}, replayAt)
 	}
 	return logs
+}
+
+// TestABadReplayRecordIsGivenUp: a record of a batch that does not decode
+// is logged and given up, and the exporter goes on writing.
+func TestABadReplayRecordIsGivenUp(t *testing.T) {
+	ctx := context.Background()
+	conn, err := chdb.Open(t.TempDir())
+	require.NoError(t, err)
+	st, err := chstore.New(conn, chstore.Schema{Database: "flowtrace"})
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	require.NoError(t, st.Migrate(ctx))
+
+	segments := segmentstorage.NewFactory()
+	cfg := segments.CreateDefaultConfig().(*segmentstorage.Config)
+	cfg.Directory = t.TempDir()
+	queueStorage, err := segments.Create(ctx, extensiontest.NewNopSettings(segments.Type()), cfg)
+	require.NoError(t, err)
+	queueID := component.NewID(segments.Type())
+	h := host{Host: componenttest.NewNopHost(), extensions: map[component.ID]component.Component{
+		queueID: queueStorage, component.MustNewID("flowstorage"): provider{store: st}}}
+	require.NoError(t, queueStorage.Start(ctx, h))
+	defer func() { require.NoError(t, queueStorage.Shutdown(ctx)) }()
+
+	id := component.NewID(metadata.Type)
+	client, err := queueStorage.(xstorage.Extension).GetClient(ctx, component.KindExporter, id, "replay_traces")
+	require.NoError(t, err)
+	require.NoError(t, client.Set(ctx, intentsKey, []byte(intentPrefix+"bad\n")))
+	require.NoError(t, client.Set(ctx, intentPrefix+"bad", []byte{0xff, 0xff}))
+	require.NoError(t, client.Close(ctx))
+
+	expCfg := createDefaultConfig()
+	queue := *expCfg.QueueConfig.Get()
+	queue.StorageID = &queueID
+	expCfg.QueueConfig = configoptional.Some(queue)
+	set := exportertest.NewNopSettings(metadata.Type)
+	set.ID = id
+	exp, err := NewFactory().CreateTraces(ctx, set, expCfg)
+	require.NoError(t, err)
+	require.NoError(t, exp.Start(ctx, h))
+	defer func() { require.NoError(t, exp.Shutdown(ctx)) }()
+	require.NoError(t, exp.ConsumeTraces(ctx, replaySpans(0)))
+	require.Eventually(t, func() bool {
+		b, err := conn.Query(ctx, "SELECT count() AS n FROM flowtrace.events", nil)
+		require.NoError(t, err)
+		var got struct{ N json.Number }
+		require.NoError(t, json.Unmarshal(b, &got))
+		n, _ := got.N.Int64()
+		return n == replayRows
+	}, 30*time.Second, 20*time.Millisecond, "the spans are written")
 }
