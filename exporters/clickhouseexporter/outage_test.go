@@ -25,8 +25,6 @@ import (
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter/internal/metadata"
 	"github.com/flowtrace/flowtrace/model"
 	"github.com/flowtrace/flowtrace/storage"
-	"github.com/flowtrace/flowtrace/storage/chdb"
-	"github.com/flowtrace/flowtrace/storage/chstore"
 	"github.com/flowtrace/flowtrace/storage/segmentstorage"
 )
 
@@ -79,12 +77,7 @@ func TestStorageOutage(t *testing.T) {
 }
 
 func testStorageOutage(t *testing.T, queueFactory extension.Factory, queueCfg component.Config) {
-	conn, err := chdb.Open(t.TempDir())
-	require.NoError(t, err)
-	backing, err := chstore.New(conn, chstore.Schema{Database: "flowtrace"})
-	require.NoError(t, err)
-	defer backing.Close()
-	require.NoError(t, backing.Migrate(context.Background()))
+	_, backing := embeddedStore(t)
 	flaky := &flakyStore{Store: backing}
 	flaky.down.Store(true)
 

@@ -67,6 +67,19 @@ func (s *dyingStore) WriteHops(ctx context.Context, hops []model.Hop) error {
 	return s.die("hops")
 }
 
+// embeddedStore is storage on the embedded engine in a fresh directory,
+// with the engine for queries of the test's own.
+func embeddedStore(t *testing.T) (chstore.Conn, storage.Store) {
+	t.Helper()
+	conn, err := chdb.Open(t.TempDir())
+	require.NoError(t, err)
+	st, err := chstore.New(conn, chstore.Schema{Database: "flowtrace"})
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	require.NoError(t, st.Migrate(context.Background()))
+	return conn, st
+}
+
 // TestReplayAfterACrashWritesNothingTwice: a batch reaches ClickHouse and
 // the process dies before the sending queue marks it done; a second
 // request waits in the queue. After the restart the queue hands both back,
@@ -88,12 +101,7 @@ func TestReplayAfterACrashWritesNothingTwice(t *testing.T) {
 func testReplay[T component.Component](t *testing.T, table string, send func(context.Context, component.Component, int) error,
 	create func(context.Context, exporter.Settings, component.Config) (T, error)) {
 	ctx := context.Background()
-	conn, err := chdb.Open(t.TempDir())
-	require.NoError(t, err)
-	backing, err := chstore.New(conn, chstore.Schema{Database: "flowtrace"})
-	require.NoError(t, err)
-	t.Cleanup(func() { backing.Close() })
-	require.NoError(t, backing.Migrate(ctx))
+	conn, backing := embeddedStore(t)
 
 	segments := segmentstorage.NewFactory()
 	queueID := component.NewID(segments.Type())
@@ -207,12 +215,7 @@ func replayRecords(i int) plog.Logs {
 // is logged and given up, and the exporter goes on writing.
 func TestABadReplayRecordIsGivenUp(t *testing.T) {
 	ctx := context.Background()
-	conn, err := chdb.Open(t.TempDir())
-	require.NoError(t, err)
-	st, err := chstore.New(conn, chstore.Schema{Database: "flowtrace"})
-	require.NoError(t, err)
-	t.Cleanup(func() { st.Close() })
-	require.NoError(t, st.Migrate(ctx))
+	conn, st := embeddedStore(t)
 
 	segments := segmentstorage.NewFactory()
 	cfg := segments.CreateDefaultConfig().(*segmentstorage.Config)
