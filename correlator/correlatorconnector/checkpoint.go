@@ -53,7 +53,15 @@ func (c *core) restore() error {
 	from, err := loadCheckpoint(path, engine)
 	replayed, bad := 0, 0
 	if err == nil {
+		var last time.Time
 		bad, err = log.Replay(from, func(now time.Time, ev *model.Event) {
+			// Time moves as it did: flows that went quiet, finished or were
+			// released between two batches are so again before the next,
+			// or its events would join flows that were gone.
+			if now.After(last) {
+				engine.Advance(now)
+				last = now
+			}
 			engine.Add(now, ev)
 			replayed++
 		})

@@ -17,8 +17,10 @@ import (
 	"go.opentelemetry.io/collector/connector/connectortest"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/goleak"
 
 	"github.com/flowtrace/flowtrace/correlator"
@@ -436,4 +438,71 @@ func TestRecordsRefusedForGoodAreNotSentAgain(t *testing.T) {
 	hops, flows := decode(t, &sink.LogsSink)
 	report := flowsim.Score(w.Truth, hops, flows)
 	assert.False(t, report.Exact(), "the refused records are missing")
+}
+
+// TestReplayReleasesFlowsAsBefore: a flow is released after the checkpoint
+// and a later message of its trace starts a flow of its own; then the
+// process dies. The replay of the write-ahead log must release the flow as
+// the process did, or the later message joins the flow that was gone.
+func TestReplayReleasesFlowsAsBefore(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	publish := func(msg string, span byte, at time.Time) ptrace.Traces {
+		td := ptrace.NewTraces()
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", "api")
+		s := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		s.SetTraceID(pcommon.TraceID{7, 1}) // one trace for both messages
+		s.SetSpanID(pcommon.SpanID{span, 1})
+		s.SetKind(ptrace.SpanKindProducer)
+		s.SetStartTimestamp(pcommon.NewTimestampFromTime(at))
+		s.SetEndTimestamp(pcommon.NewTimestampFromTime(at.Add(time.Millisecond)))
+		s.Attributes().PutStr("messaging.system", "rabbitmq")
+		s.Attributes().PutStr("messaging.operation.type", "send")
+		s.Attributes().PutStr("messaging.destination.name", "orders")
+		s.Attributes().PutStr("messaging.message.id", msg)
+		return td
+	}
+	run := func(t *testing.T, crash bool) map[string]uint32 {
+		cfg := simConfig()
+		cfg.Config = correlator.Config{StuckAfter: time.Second, FlowIdle: 2 * time.Second, Retain: 2 * time.Second}
+		cfg.Checkpoint = CheckpointConfig{Path: filepath.Join(t.TempDir(), "correlator.checkpoint"), Interval: time.Hour}
+		clock := &simClock{now: t0}
+		ctx := context.Background()
+		first := newRoutes(t, NewFactory(), cfg, clock)
+		require.NoError(t, first.logs.ConsumeTraces(ctx, publish("m1", 1, t0)))
+		require.NoError(t, first.core.checkpoint())
+		for s := 1; s <= 10; s++ { // the flow goes quiet, finishes and is released
+			clock.set(t0.Add(time.Duration(s) * time.Second))
+			require.NoError(t, first.core.tick(ctx, clock.get()))
+		}
+		clock.set(t0.Add(11 * time.Second))
+		require.NoError(t, first.logs.ConsumeTraces(ctx, publish("m2", 2, clock.get())))
+		sinks := []*consumertest.LogsSink{first.logsSink}
+		if crash {
+			c := first.core
+			close(c.stop)
+			c.done.Wait()
+			require.NoError(t, c.wal.Close())
+			second := newRoutes(t, NewFactory(), cfg, clock)
+			clock.set(t0.Add(12 * time.Second))
+			second.shutdown(t)
+			sinks = append(sinks, second.logsSink)
+		} else {
+			first.shutdown(t)
+		}
+		hops, flows := decode(t, sinks...)
+		hopCounts := map[string]uint32{}
+		for _, f := range flows {
+			hopCounts[f.ID] = f.HopCount
+		}
+		byMessage := map[string]uint32{}
+		for _, h := range hops {
+			byMessage[h.MessageID] = hopCounts[h.FlowID]
+		}
+		assert.Len(t, flows, 2, "crash=%v: two flows", crash)
+		return byMessage
+	}
+	want := map[string]uint32{"m1": 1, "m2": 1}
+	assert.Equal(t, want, run(t, false), "without a crash, a flow each")
+	assert.Equal(t, want, run(t, true), "after a crash and a replay, the same")
 }
