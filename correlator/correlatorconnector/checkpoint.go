@@ -16,12 +16,18 @@ import (
 	"github.com/flowtrace/flowtrace/correlator"
 	"github.com/flowtrace/flowtrace/correlator/correlatorconnector/internal/wal"
 	"github.com/flowtrace/flowtrace/model"
+	"github.com/flowtrace/flowtrace/model/modelcodec"
 )
 
 // A checkpoint file is the number of the first write-ahead log segment it
 // does not cover (8 bytes, little-endian), then the engine's snapshot.
 // Restoring loads the snapshot and replays the segments from that number on,
 // so every event acknowledged before a crash is back in the engine.
+//
+// Beside it, <path>.unsent holds the hop and flow records waiting to be
+// sent again when the checkpoint was taken: the engine counts them sent, and
+// nothing else would send them. It is written first, so a crash between the
+// two leaves records that the replay sends again too, never none.
 
 func walDir(checkpointPath string) string { return checkpointPath + ".wal" }
 
@@ -35,7 +41,7 @@ func (c *core) restore() error {
 		return nil
 	}
 	// Left by a crash while a checkpoint was being written.
-	leftovers, _ := filepath.Glob(path + ".tmp-*")
+	leftovers, _ := filepath.Glob(path + "*.tmp-*") // the checkpoint's, <path>.unsent's
 	for _, name := range leftovers {
 		if err := os.Remove(name); err != nil {
 			c.logger.Warn("Removing a partial checkpoint failed", zap.String("path", name), zap.Error(err))
@@ -74,9 +80,19 @@ func (c *core) restore() error {
 	if bad > 0 {
 		c.logger.Warn("Unreadable write-ahead log records skipped (torn by a crash)", zap.Int("records", bad))
 	}
+	unsent, err := loadUnsent(unsentPath(path))
+	if err != nil {
+		log.Close()
+		closeEngine(engine)
+		return err
+	}
+	c.sendMu.Lock()
+	c.countDropped(c.unsent.add(unsent))
+	c.sendMu.Unlock()
 	stats := engine.Stats()
 	c.logger.Info("Correlator state restored", zap.String("path", path), zap.Int("flows", stats.InFlightFlows),
-		zap.Int("hops", stats.InFlightHops), zap.Int("replayed_events", replayed))
+		zap.Int("hops", stats.InFlightHops), zap.Int("replayed_events", replayed),
+		zap.Int("records_to_send", len(unsent.Hops)+len(unsent.Flows)))
 	c.mu.Lock()
 	closeEngine(c.engine)
 	c.engine, c.wal = engine, log
@@ -139,18 +155,85 @@ func (c *core) checkpoint() error {
 	}
 	locked := time.Since(started)
 
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	c.sendMu.Lock()
+	unsent := encodeUnsent(&c.unsent)
+	c.sendMu.Unlock()
+	if err := writeFileAtomic(unsentPath(path), func(w io.Writer) error { _, err := w.Write(unsent); return err }); err != nil {
+		return fmt.Errorf("checkpoint: records to send again: %w", err)
+	}
+
+	err = writeFileAtomic(path, func(w io.Writer) error {
+		var header [8]byte
+		binary.LittleEndian.PutUint64(header[:], next)
+		if _, err := w.Write(header[:]); err != nil {
+			return err
+		}
+		return snap.Encode(w)
+	})
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
+	if err := c.wal.Remove(next); err != nil {
+		return fmt.Errorf("checkpoint: drop covered log segments: %w", err)
+	}
+	c.logger.Debug("Correlator checkpoint written", zap.String("path", path),
+		zap.Duration("engine_locked", locked), zap.Duration("took", time.Since(started)))
+	return nil
+}
+
+func unsentPath(checkpoint string) string { return checkpoint + ".unsent" }
+
+// encodeUnsent writes the records waiting to be sent again: their counts,
+// then each in modelcodec's encoding.
+func encodeUnsent(u *unsentRecords) []byte {
+	b := modelcodec.AppendUvarint(nil, uint64(len(u.hops)))
+	for _, h := range u.hops {
+		b = modelcodec.AppendHop(b, &h)
+	}
+	b = modelcodec.AppendUvarint(b, uint64(len(u.flows)))
+	for _, f := range u.flows {
+		b = modelcodec.AppendFlow(b, &f)
+	}
+	return b
+}
+
+// loadUnsent reads the records a checkpoint kept to send again; none
+// without the file (a checkpoint from before it was written).
+func loadUnsent(path string) (correlator.Changes, error) {
+	var c correlator.Changes
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read %s: %w", path, err)
+	}
+	d := modelcodec.NewDecoder(b)
+	c.Hops = make([]model.Hop, d.Count())
+	for i := range c.Hops {
+		d.Hop(&c.Hops[i])
+	}
+	c.Flows = make([]model.Flow, d.Count())
+	for i := range c.Flows {
+		d.Flow(&c.Flows[i])
+	}
+	if d.Err() != nil || d.Len() != 0 {
+		return correlator.Changes{}, fmt.Errorf("the records to send again in %s are unreadable; to start without them, move it aside", path)
+	}
+	return c, nil
+}
+
+// writeFileAtomic replaces path with what write writes: a new file,
+// synced, renamed over it, the rename synced, so a crash leaves the old file
+// or the new one whole.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
 	defer os.Remove(tmp.Name())
 	w := bufio.NewWriterSize(tmp, 1<<20)
-	var header [8]byte
-	binary.LittleEndian.PutUint64(header[:], next)
-	_, err = w.Write(header[:])
-	if err == nil {
-		err = snap.Encode(w)
-	}
+	err = write(w)
 	if err == nil {
 		err = w.Flush()
 	}
@@ -164,17 +247,9 @@ func (c *core) checkpoint() error {
 		err = os.Rename(tmp.Name(), path)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path)) // the rename, durable before the segments go
+		err = syncDir(filepath.Dir(path))
 	}
-	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	if err := c.wal.Remove(next); err != nil {
-		return fmt.Errorf("checkpoint: drop covered log segments: %w", err)
-	}
-	c.logger.Debug("Correlator checkpoint written", zap.String("path", path),
-		zap.Duration("engine_locked", locked), zap.Duration("took", time.Since(started)))
-	return nil
+	return err
 }
 
 func syncDir(dir string) error {

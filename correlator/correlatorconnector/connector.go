@@ -185,9 +185,12 @@ func (c *core) stopTimers(ctx context.Context) error {
 	err := errors.Join(c.tick(ctx, c.clock()), c.checkpoint())
 	c.sendMu.Lock()
 	if n := len(c.unsent.hops) + len(c.unsent.flows); n > 0 {
-		// Not in the checkpoint: the flows' next changes would send them.
-		c.logger.Error("Hop and flow records still refused at shutdown are lost", zap.Int("records", n))
-		c.countDropped(uint64(n))
+		if c.cfg.Checkpoint.Path != "" {
+			c.logger.Warn("Hop and flow records still refused at shutdown are kept in the checkpoint, to be sent after the start", zap.Int("records", n))
+		} else {
+			c.logger.Error("Hop and flow records still refused at shutdown are lost (no checkpoint)", zap.Int("records", n))
+			c.countDropped(uint64(n))
+		}
 	}
 	c.sendMu.Unlock()
 	if c.wal != nil {

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/connector/connectortest"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -100,6 +101,34 @@ func feed(t *testing.T, r routes, clock *simClock, batches []flowsim.SpanBatch) 
 		require.NoError(t, r.logs.ConsumeTraces(context.Background(), b.Traces))
 		require.NoError(t, r.metrics.ConsumeTraces(context.Background(), b.Traces))
 	}
+}
+
+// feedLogs starts a logs route into sink and feeds it the batches at their
+// arrival times, ticking between them; a tick the sink refuses is sent
+// again later, like the rest.
+func feedLogs(t *testing.T, cfg *Config, sink consumer.Logs, clock *simClock, batches []flowsim.SpanBatch) (connector.Traces, *core) {
+	t.Helper()
+	logs, err := NewFactory().CreateTracesToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	c := logs.(*route).core
+	c.clock = clock.get
+	require.NoError(t, logs.Start(context.Background(), componenttest.NewNopHost()))
+	for _, b := range batches {
+		clock.set(b.Arrival)
+		_ = c.tick(context.Background(), b.Arrival)
+		require.NoError(t, logs.ConsumeTraces(context.Background(), b.Traces))
+	}
+	return logs, c
+}
+
+// crash stops the connector as a killed process would: nothing is
+// flushed, checkpointed or closed cleanly beyond what the test needs to
+// leave no goroutine behind.
+func crash(t *testing.T, c *core) {
+	t.Helper()
+	close(c.stop)
+	c.done.Wait()
+	require.NoError(t, c.wal.Close())
 }
 
 // decode reads every hop and flow record the logs routes emitted into sinks
@@ -327,18 +356,8 @@ func TestRefusedRecordsAreSentAgain(t *testing.T) {
 	w := flowsim.Generate(flowsim.Config{Seed: 17})
 	batches := w.Spans(50)
 	sink := new(refusingSink)
-	set := connectortest.NewNopSettings(metadata.Type)
-	logs, err := NewFactory().CreateTracesToLogs(context.Background(), set, simConfig(), sink)
-	require.NoError(t, err)
-	c := logs.(*route).core
 	clock := &simClock{now: batches[0].Arrival}
-	c.clock = clock.get
-	require.NoError(t, logs.Start(context.Background(), componenttest.NewNopHost()))
-	for _, b := range batches {
-		clock.set(b.Arrival)
-		_ = c.tick(context.Background(), b.Arrival) // a refused tick is sent again later, like the rest
-		require.NoError(t, logs.ConsumeTraces(context.Background(), b.Traces))
-	}
+	logs, _ := feedLogs(t, simConfig(), sink, clock, batches)
 	sink.mu.Lock()
 	sink.healed = true
 	sink.mu.Unlock()
@@ -371,12 +390,7 @@ func TestCrashLosesNoAcknowledgedSpan(t *testing.T) {
 	feed(t, first, clock, batches[:third])
 	require.NoError(t, first.core.checkpoint())
 	feed(t, first, clock, batches[third:2*third])
-	// The crash: nothing is flushed, checkpointed or closed cleanly beyond
-	// what the test needs to leave no goroutine behind.
-	c := first.core
-	close(c.stop)
-	c.done.Wait()
-	require.NoError(t, c.wal.Close())
+	crash(t, first.core)
 
 	second := newRoutes(t, NewFactory(), cfg, clock)
 	feed(t, second, clock, batches[2*third:])
@@ -414,17 +428,8 @@ func TestRecordsRefusedForGoodAreNotSentAgain(t *testing.T) {
 	w := flowsim.Generate(flowsim.Config{Seed: 17})
 	batches := w.Spans(50)
 	sink := new(permanentSink)
-	logs, err := NewFactory().CreateTracesToLogs(context.Background(), connectortest.NewNopSettings(metadata.Type), simConfig(), sink)
-	require.NoError(t, err)
-	c := logs.(*route).core
 	clock := &simClock{now: batches[0].Arrival}
-	c.clock = clock.get
-	require.NoError(t, logs.Start(context.Background(), componenttest.NewNopHost()))
-	for _, b := range batches {
-		clock.set(b.Arrival)
-		_ = c.tick(context.Background(), b.Arrival)
-		require.NoError(t, logs.ConsumeTraces(context.Background(), b.Traces))
-	}
+	logs, c := feedLogs(t, simConfig(), sink, clock, batches)
 	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
 	require.NoError(t, logs.Shutdown(context.Background()))
 
@@ -462,7 +467,7 @@ func TestReplayReleasesFlowsAsBefore(t *testing.T) {
 		s.Attributes().PutStr("messaging.message.id", msg)
 		return td
 	}
-	run := func(t *testing.T, crash bool) map[string]uint32 {
+	run := func(t *testing.T, dies bool) map[string]uint32 {
 		cfg := simConfig()
 		cfg.Config = correlator.Config{StuckAfter: time.Second, FlowIdle: 2 * time.Second, Retain: 2 * time.Second}
 		cfg.Checkpoint = CheckpointConfig{Path: filepath.Join(t.TempDir(), "correlator.checkpoint"), Interval: time.Hour}
@@ -478,11 +483,8 @@ func TestReplayReleasesFlowsAsBefore(t *testing.T) {
 		clock.set(t0.Add(11 * time.Second))
 		require.NoError(t, first.logs.ConsumeTraces(ctx, publish("m2", 2, clock.get())))
 		sinks := []*consumertest.LogsSink{first.logsSink}
-		if crash {
-			c := first.core
-			close(c.stop)
-			c.done.Wait()
-			require.NoError(t, c.wal.Close())
+		if dies {
+			crash(t, first.core)
 			second := newRoutes(t, NewFactory(), cfg, clock)
 			clock.set(t0.Add(12 * time.Second))
 			second.shutdown(t)
@@ -499,10 +501,43 @@ func TestReplayReleasesFlowsAsBefore(t *testing.T) {
 		for _, h := range hops {
 			byMessage[h.MessageID] = hopCounts[h.FlowID]
 		}
-		assert.Len(t, flows, 2, "crash=%v: two flows", crash)
+		assert.Len(t, flows, 2, "died=%v: two flows", dies)
 		return byMessage
 	}
 	want := map[string]uint32{"m1": 1, "m2": 1}
 	assert.Equal(t, want, run(t, false), "without a crash, a flow each")
 	assert.Equal(t, want, run(t, true), "after a crash and a replay, the same")
+}
+
+// TestRefusedRecordsSurviveACrash: records the next consumer refuses wait
+// in memory to be sent again; a checkpoint keeps them, so that a crash
+// after it does not lose them. Their flows are not in flight any more, or
+// not changing: nothing else would send them.
+func TestRefusedRecordsSurviveACrash(t *testing.T) {
+	w := flowsim.Generate(flowsim.Config{Seed: 13})
+	batches := w.Spans(40)
+	cfg := simConfig()
+	cfg.Checkpoint = CheckpointConfig{Path: filepath.Join(t.TempDir(), "correlator.checkpoint"), Interval: time.Hour}
+	clock := &simClock{now: batches[0].Arrival}
+	sink := new(refusingSink)
+	_, c := feedLogs(t, cfg, sink, clock, batches)
+	clock.set(batches[len(batches)-1].Arrival.Add(time.Minute))
+	sink.mu.Lock()
+	sink.calls = 0 // the next send is refused
+	sink.mu.Unlock()
+	_ = c.tick(context.Background(), clock.get())
+	c.sendMu.Lock()
+	waiting := len(c.unsent.hops) + len(c.unsent.flows)
+	c.sendMu.Unlock()
+	require.Positive(t, waiting, "records wait to be sent again")
+	require.NoError(t, c.checkpoint())
+	crash(t, c)
+
+	second := newRoutes(t, NewFactory(), cfg, clock)
+	clock.set(clock.get().Add(time.Minute))
+	second.shutdown(t)
+
+	hops, flows := decode(t, &sink.LogsSink, second.logsSink)
+	report := flowsim.Score(w.Truth, hops, flows)
+	require.True(t, report.Exact(), report.String())
 }
