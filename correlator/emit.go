@@ -337,6 +337,13 @@ func (e *Engine) emitMessage(m *message, f *flow, ident uint64, flowID string, p
 			case settled(outcome):
 				h.SettleTime = fromNanos(groupless)
 			}
+			// Dead-lettered or expired before anyone received it: counted
+			// once, as a settled hop is. Not a broadcast: its subscribers'
+			// hops may follow, and those count.
+			if (outcome == model.HopDeadLettered || outcome == model.HopExpired) && m.flags&msgPendingCounted == 0 {
+				h.Counted = true
+				m.flags |= msgPendingCounted
+			}
 			e.out.Hops = append(e.out.Hops, h)
 			m.flags |= msgPendingEmitted
 		}

@@ -413,3 +413,31 @@ func TestReleasedFlowsLeaveNoMapEntriesBehind(t *testing.T) {
 	}
 	assert.LessOrEqual(t, len(e.aliases)+len(e.keys), 2*max(live, 1024)+8, "live entries: %d", live)
 }
+
+// TestHopsSettledWithoutAConsumerAreCounted: a message dead-lettered or
+// expired before anyone received it settles its pending hop, which counts
+// once, as any settled hop does, in edge statistics and metrics. One still
+// waiting does not.
+func TestHopsSettledWithoutAConsumerAreCounted(t *testing.T) {
+	events := []model.Event{
+		{Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "dead", Service: "api"},
+		{Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "expired", Service: "api"},
+		{Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "waiting", Service: "api"},
+		{Kind: model.EventDeadLetter, System: "rabbitmq", Destination: "orders", MessageID: "dead", Reason: "maxlen"},
+		{Kind: model.EventExpire, System: "rabbitmq", Destination: "orders", MessageID: "expired"},
+		{Kind: model.EventPublish, System: "rabbitmq", Destination: "orders", MessageID: "dead", Service: "api"}, // a duplicate
+	}
+	e, err := New(Config{})
+	require.NoError(t, err)
+	counted := map[string]int{}
+	for i := range events {
+		e.Add(at(i), &events[i])
+		for _, h := range e.Flush().Hops { // every version, each flush
+			if h.Counted {
+				counted[h.MessageID]++
+				assert.Contains(t, []model.HopOutcome{model.HopDeadLettered, model.HopExpired}, h.Outcome)
+			}
+		}
+	}
+	assert.Equal(t, map[string]int{"dead": 1, "expired": 1}, counted)
+}

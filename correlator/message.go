@@ -60,6 +60,7 @@ const (
 	msgPendingEmitted                      // the pending hop (no consumer yet) was emitted
 	msgPendingStuck                        // the pending hop is stuck
 	msgBroadcast                           // published to subscribers of the moment: the publish settles it
+	msgPendingCounted                      // the pending hop was counted, dead-lettered or expired before any delivery
 )
 
 // hop is one consumer group's side of a message.
