@@ -147,12 +147,20 @@ func (x *settleTracker) saw(consumer string, seq uint64, attempt int, final bool
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	c := x.consumers[consumer]
-	if c == nil || seq <= c.low {
-		// A consumer not polled yet is tracked from the floor it has
-		// then; below low nothing is due any more.
-		return
+	if c == nil {
+		// Not polled yet (created after the tap started, say): what it
+		// settles is kept for its first poll, which keeps what lies above
+		// the floor it finds.
+		c = &consumerTrack{attempts: map[uint64]int{}}
+		x.consumers[consumer] = c
+	}
+	if seq <= c.low {
+		return // below low nothing is due any more
 	}
 	if final {
+		if c.polled.IsZero() && len(c.settled.words) == 0 {
+			c.settled.dropBelow(seq) // not polled: the set starts where the consumer is
+		}
 		if !c.settled.add(seq) {
 			c.blind = max(c.blind, seq)
 		}
@@ -172,13 +180,22 @@ func (x *settleTracker) poll(consumer string, filters []string, floor uint64, la
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	c := x.consumers[consumer]
-	if c == nil || floor < c.floor {
-		// First seen, or its floor went back (a new consumer of the same
-		// name): what is below its floor now was settled before the tap
-		// knew of it.
-		c = &consumerTrack{floor: floor, low: floor, polled: now, attempts: map[uint64]int{}}
-		c.settled.dropBelow(floor + 1)
-		x.consumers[consumer] = c
+	if c == nil || c.polled.IsZero() || floor < c.floor {
+		// First polled, or its floor went back (a new consumer of the
+		// same name): what is below its floor now was settled before the
+		// tap knew of it. What the tap saw settled above it before this
+		// first poll is kept.
+		fresh := &consumerTrack{floor: floor, low: floor, polled: now, attempts: map[uint64]int{}}
+		if c != nil && c.polled.IsZero() {
+			fresh.settled, fresh.attempts, fresh.blind = c.settled, c.attempts, c.blind
+			for seq := range fresh.attempts {
+				if seq <= floor {
+					delete(fresh.attempts, seq)
+				}
+			}
+		}
+		fresh.settled.dropBelow(floor + 1)
+		x.consumers[consumer] = fresh
 		return nil
 	}
 	var out []inferredAck

@@ -58,7 +58,6 @@ func TestSettleTracker(t *testing.T) {
 		x.readStored(seq, subject, at(0))
 	}
 	filters := []string{"orders.eu"}
-	x.saw("workers", 1, 1, true) // not polled yet: not kept
 	assert.Empty(t, x.poll("workers", filters, 0, nil, at(time.Second), true), "first sight: the floor is where tracking starts")
 
 	x.saw("workers", 1, 1, true)  // acked
@@ -85,6 +84,25 @@ func TestSettleTracker(t *testing.T) {
 	assert.Empty(t, x.poll("workers", filters, 2, nil, at(3*time.Hour), true), "a floor that goes back starts anew")
 	x.forget(map[string]bool{})
 	assert.Empty(t, x.consumers)
+}
+
+// TestSettlementsBeforeTheFirstPollAreKept: a consumer created after the
+// tap started terminates a message before the tap first polls it. When its
+// ack floor later passes the message, the terminate stands: no ack is
+// inferred for it.
+func TestSettlementsBeforeTheFirstPollAreKept(t *testing.T) {
+	base := time.Unix(1_800_000_000, 0)
+	const first = 5_000_000 // a stream far along
+	x := newSettleTracker()
+	for seq := uint64(first); seq < first+2; seq++ {
+		x.readStored(seq, "orders", base)
+	}
+	x.saw("workers", first+1, 1, true) // terminated, before the first poll
+	assert.Empty(t, x.poll("workers", nil, first-1, nil, base.Add(time.Second), true), "first sight")
+	assert.Empty(t, x.poll("workers", nil, first+1, nil, base.Add(2*time.Second), true))
+	got := x.poll("workers", nil, first+1, nil, base.Add(2*time.Second+inferGrace), true)
+	require.Len(t, got, 1, "the first acked unseen; the second was terminated")
+	assert.Equal(t, uint64(first), got[0].seq)
 }
 
 func TestSettleTrackerBounded(t *testing.T) {
