@@ -213,13 +213,22 @@ func (x *settleTracker) poll(consumer string, filters []string, floor uint64, la
 		}
 		c.due = keep
 	}
-	if floor > c.floor {
+	// The floor is taken no further than the stream reader has read: the
+	// messages it passes and the reader has not read yet (it waits while
+	// the pipeline refuses spans) are inferred at a poll after they are.
+	reached := floor
+	if n := len(x.read); n == 0 {
+		reached = c.floor
+	} else {
+		reached = min(floor, max(x.read[n-1].seq, c.floor))
+	}
+	if reached > c.floor {
 		end := now
 		if lastAck != nil && lastAck.After(c.polled) && lastAck.Before(now) {
 			end = *lastAck
 		}
 		i := sort.Search(len(x.read), func(i int) bool { return x.read[i].seq > c.floor })
-		for ; i < len(x.read) && x.read[i].seq <= floor; i++ {
+		for ; i < len(x.read) && x.read[i].seq <= reached; i++ {
 			r := x.read[i]
 			if r.seq <= c.blind || c.settled.has(r.seq) || !matchesAny(filters, r.subject) {
 				continue
@@ -230,7 +239,7 @@ func (x *settleTracker) poll(consumer string, filters []string, floor uint64, la
 			}
 			c.due = append(c.due, inferredAck{seq: r.seq, at: at, dueAt: now})
 		}
-		c.floor = floor
+		c.floor = reached
 	}
 	// What was seen matters while its message may still be due.
 	c.low = c.floor

@@ -105,6 +105,29 @@ func TestSettlementsBeforeTheFirstPollAreKept(t *testing.T) {
 	assert.Equal(t, uint64(first), got[0].seq)
 }
 
+// TestAFloorAheadOfTheReader: the ack floor passes messages the stream
+// reader has not read yet (it waits while the pipeline refuses spans).
+// They are inferred acked once read, as the others are.
+func TestAFloorAheadOfTheReader(t *testing.T) {
+	base := time.Unix(1_800_000_000, 0)
+	x := newSettleTracker()
+	for seq := uint64(1); seq <= 3; seq++ {
+		x.readStored(seq, "orders", base)
+	}
+	assert.Empty(t, x.poll("workers", nil, 0, nil, base, true), "first sight")
+	assert.Empty(t, x.poll("workers", nil, 6, nil, base.Add(time.Second), true), "before the grace")
+	for seq := uint64(4); seq <= 6; seq++ {
+		x.readStored(seq, "orders", base.Add(2*time.Second))
+	}
+	var inferred []uint64
+	for _, poll := range []time.Duration{3 * time.Second, 3*time.Second + inferGrace, 4*time.Second + 2*inferGrace} {
+		for _, a := range x.poll("workers", nil, 6, nil, base.Add(poll), true) {
+			inferred = append(inferred, a.seq)
+		}
+	}
+	assert.Equal(t, []uint64{1, 2, 3, 4, 5, 6}, inferred)
+}
+
 func TestSettleTrackerBounded(t *testing.T) {
 	x := newSettleTracker()
 	now := time.Unix(1_800_000_000, 0)
