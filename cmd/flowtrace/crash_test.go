@@ -134,6 +134,19 @@ func TestKillNineLosesAndDoublesNothing(t *testing.T) {
 	}
 	w := flowsim.Generate(flowsim.Config{Seed: 21, Flows: 6, Scenarios: scenarios, Start: time.Now().Add(-10 * time.Minute)})
 	batches := w.Spans(10)
+	sent := map[string]int{} // spans by id, as many times as the workload has them
+	for _, b := range batches {
+		rss := b.Traces.ResourceSpans()
+		for i := 0; i < rss.Len(); i++ {
+			sss := rss.At(i).ScopeSpans()
+			for j := 0; j < sss.Len(); j++ {
+				spans := sss.At(j).Spans()
+				for k := 0; k < spans.Len(); k++ {
+					sent[spans.At(k).SpanID().String()]++
+				}
+			}
+		}
+	}
 	dataDir := t.TempDir()
 	ports := freePorts(t, 9)
 	flags := []string{
@@ -184,7 +197,33 @@ func TestKillNineLosesAndDoublesNothing(t *testing.T) {
 		}
 		require.Len(t, ids, 1, "flow %q (%s) found once by message %s", truth.Name, truth.Scenario, truth.Hops[0].MessageID)
 		assert.Equal(t, want, got, "flow %q (%s)", truth.Name, truth.Scenario)
+		// And each raw event as many times as its span was in the
+		// workload (which repeats some on purpose): a batch written before
+		// the kill and handed back by the queue, or a request sent again,
+		// is not written twice.
+		for span, n := range flowEvents(t, client, second.ep.api, ids[0]) {
+			assert.Equal(t, sent[span], n, "flow %q (%s): events of span %s", truth.Name, truth.Scenario, span)
+		}
 	}
+}
+
+// flowEvents counts a flow's raw events by span id.
+func flowEvents(t *testing.T, client *http.Client, api, id string) map[string]int {
+	t.Helper()
+	resp, err := client.Get("http://" + api + "/api/flows/" + id)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var detail struct {
+		Events []struct {
+			SpanID string `json:"span_id"`
+		} `json:"events"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&detail))
+	counts := map[string]int{}
+	for _, e := range detail.Events {
+		counts[e.SpanID]++
+	}
+	return counts
 }
 
 type hopKey struct{ system, message, group string }

@@ -114,13 +114,18 @@ func (g *replayGuard) recover(ctx context.Context, write func(context.Context, *
 	return nil
 }
 
-// dropDone leaves out of r the items already written.
+// dropDone leaves out of r the items already written, and the second of
+// two the same (a client that sent a request again, not told the first
+// was taken before the restart: both were in the queue).
 func (g *replayGuard) dropDone(r *rows) *rows {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	seen := map[uint64]struct{}{}
 	return r.without(func(item uint64) bool {
 		_, done := g.doneSet[item]
-		return done
+		_, again := seen[item]
+		seen[item] = struct{}{}
+		return done || again
 	})
 }
 

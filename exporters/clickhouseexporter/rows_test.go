@@ -182,3 +182,30 @@ func TestWithoutLeavesOutQueuedItems(t *testing.T) {
 	}
 	assert.Zero(t, batch().without(func(uint64) bool { return true }).ItemsCount())
 }
+
+// TestDropDoneLeavesOutRepeats: a request the client sent again, not told
+// the first was taken, is in the queue twice; the batch holding both
+// writes it once, and neither when it was written before the restart.
+func TestDropDoneLeavesOutRepeats(t *testing.T) {
+	ctx := context.Background()
+	item := func(n int) *rows {
+		b, err := rowsEncoding{}.Marshal(ctx, sampleRows(n))
+		require.NoError(t, err)
+		_, r, err := rowsEncoding{}.Unmarshal(b)
+		require.NoError(t, err)
+		return r.(*rows)
+	}
+	batch := func() *rows {
+		var head xexporterhelper.Request = item(1)
+		for _, n := range []int{2, 1} { // the first again
+			merged, err := head.MergeSplit(ctx, 0, exporterhelper.RequestSizerTypeItems, item(n))
+			require.NoError(t, err)
+			head = merged[0]
+		}
+		return head.(*rows)
+	}
+	g := &replayGuard{doneSet: map[uint64]struct{}{}}
+	assert.Equal(t, 4*(1+2), g.dropDone(batch()).ItemsCount(), "the repeat left out")
+	g.markDone(item(1).item)
+	assert.Equal(t, 4*2, g.dropDone(batch()).ItemsCount(), "both copies written before")
+}
