@@ -62,7 +62,10 @@ type Engine struct {
 	// swept is the size of the maps after the last sweep: they are swept of
 	// released flows' entries whenever they have doubled since.
 	swept int
-	stats Stats
+	// symbolsKept is the size of the symbol table after its last
+	// compaction: a sweep compacts it whenever it has doubled since.
+	symbolsKept int
+	stats       Stats
 
 	rootScratch []*message
 }
@@ -522,7 +525,15 @@ func (e *Engine) sweep() {
 	}
 
 	e.swept = len(e.aliases) + len(e.keys)
+	if n := len(e.syms.names); n > 2*max(e.symbolsKept, minSymbolsCompacted) {
+		e.compactSymbols()
+		e.symbolsKept = len(e.syms.names)
+	}
 }
+
+// minSymbolsCompacted is how many names the symbol table holds before a
+// sweep compacts it: below, what it keeps costs less than a pass.
+var minSymbolsCompacted = 1 << 16
 
 // enforceLimits keeps the engine within max_in_flight_hops and
 // max_in_flight_flows: finished flows go first, then the least recently

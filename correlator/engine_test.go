@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowtrace/flowtrace/correlator/flowsim"
 	"github.com/flowtrace/flowtrace/model"
 )
 
@@ -440,4 +441,41 @@ func TestHopsSettledWithoutAConsumerAreCounted(t *testing.T) {
 		}
 	}
 	assert.Equal(t, map[string]int{"dead": 1, "expired": 1}, counted)
+}
+
+// TestCompactedSymbolsKeepFlowsExact: with the symbol table compacted at
+// every sweep, and sweeps every 50 events, the simulator's workload still
+// gives exactly the true flows.
+func TestCompactedSymbolsKeepFlowsExact(t *testing.T) {
+	defer func(n int) { minSymbolsCompacted = n }(minSymbolsCompacted)
+	minSymbolsCompacted = 1
+	cfg := Config{StuckAfter: 10 * time.Second, FlowIdle: 30 * time.Second, Retain: 2 * time.Minute,
+		RetryDestinations: []string{flowsim.RetryPattern}, DeadLetterDestinations: []string{flowsim.DeadLetterPattern}}
+	for seed := uint64(1); seed <= 3; seed++ {
+		w := flowsim.Generate(flowsim.Config{Seed: seed})
+		e, err := New(cfg)
+		require.NoError(t, err)
+		var all Changes
+		compactions := 0
+		for i := range w.Events {
+			e.Advance(w.Arrivals[i])
+			before := e.symbolsKept
+			e.Add(w.Arrivals[i], &w.Events[i])
+			if i%7 == 0 {
+				appendChanges(&all, e.Flush())
+			}
+			if i%50 == 0 {
+				e.sweep() // as often as it likes: wherever it falls, nothing changes
+			}
+			if e.symbolsKept != before {
+				compactions++
+			}
+		}
+		e.Advance(w.Arrivals[len(w.Arrivals)-1].Add(cfg.FlowIdle))
+		appendChanges(&all, e.Flush())
+		hops, flows := flowsim.Latest(all.Hops, all.Flows)
+		report := flowsim.Score(w.Truth, hops, flows)
+		require.True(t, report.Exact(), "seed %d: %s", seed, report)
+		require.Positive(t, compactions, "seed %d: the table was compacted", seed)
+	}
 }
