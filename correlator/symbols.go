@@ -47,8 +47,7 @@ func (e *Engine) compactSymbols() {
 		*s = renamed[*s]
 	}
 	flows := map[*flow]struct{}{}
-	var visitFlow func(f *flow)
-	visitFlow = func(f *flow) {
+	visitFlow := func(f *flow) {
 		for ; f != nil; f = f.parent {
 			if _, ok := flows[f]; ok {
 				return
