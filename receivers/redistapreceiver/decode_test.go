@@ -285,21 +285,36 @@ func FuzzDecodeJob(f *testing.F) {
 	})
 }
 
-// Without Redis's lag (entries were deleted), the lag is counted from the
-// entries the tap read, when it read back far enough.
+// Without Redis's lag (entries were deleted, or a server before Redis 7,
+// which does not report it), the lag is counted from the entries the tap
+// read, when it read back far enough.
 func TestLagFallback(t *testing.T) {
 	st := &stream{entries: []entry{{id: entryID{1, 0}}, {id: entryID{2, 0}}, {id: entryID{3, 0}}}}
-	lag, ok := st.lag(redis.XInfoGroup{Lag: 7}, entryID{1, 0})
+	lag, ok := st.lag(redis.XInfoGroup{Lag: 7}, true, entryID{1, 0})
 	assert.True(t, ok)
 	assert.Equal(t, int64(7), lag, "Redis's own count first")
-	lag, ok = st.lag(redis.XInfoGroup{Lag: -1}, entryID{1, 0})
+	lag, ok = st.lag(redis.XInfoGroup{Lag: -1}, true, entryID{1, 0})
 	assert.True(t, ok)
 	assert.Equal(t, int64(2), lag)
-	lag, ok = st.lag(redis.XInfoGroup{Lag: -1}, entryID{3, 0})
+	lag, ok = st.lag(redis.XInfoGroup{Lag: 0}, false, entryID{1, 0})
+	assert.True(t, ok)
+	assert.Equal(t, int64(2), lag, "Redis 6: no lag field, read as 0")
+	lag, ok = st.lag(redis.XInfoGroup{Lag: -1}, true, entryID{3, 0})
 	assert.True(t, ok)
 	assert.Equal(t, int64(0), lag)
-	_, ok = st.lag(redis.XInfoGroup{Lag: -1}, entryID{0, 5})
+	_, ok = st.lag(redis.XInfoGroup{Lag: -1}, true, entryID{0, 5})
 	assert.False(t, ok, "the tap did not read back that far")
+}
+
+func TestReportsGroupLag(t *testing.T) {
+	for info, want := range map[string]bool{
+		"# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n": true,
+		"# Server\r\nredis_version:6.2.14\r\n":                          false,
+		"# Server\r\nredis_version:10.0.0\r\n":                          true,
+		"":                                                              false, // INFO refused
+	} {
+		assert.Equal(t, want, reportsGroupLag(info), "%q", info)
+	}
 }
 
 // checkText fails unless s is fit for a span attribute.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +30,9 @@ type streamsState struct {
 	// refused are the streams Redis refused to read (a key of another
 	// type): skipped until they read again.
 	refused keyErrors
+	// groupLag: the server reports a group's lag (Redis 7 on). Before, the
+	// field is missing and the client reads it as 0.
+	groupLag bool
 }
 
 // stream is one stream's state.
@@ -92,6 +97,10 @@ func (s *streamsState) empty() bool { return len(s.all) == 0 }
 // another type is skipped; should it become a stream, it is read from its
 // start.
 func (s *streamsState) resume(ctx context.Context, client *redis.Client, out *batch) error {
+	// Read at each session: the server may have been upgraded meanwhile.
+	// INFO refused (an ACL, say): the lag is counted from what the tap read.
+	info, _ := client.Info(ctx, "server").Result()
+	s.groupLag = reportsGroupLag(info)
 	for _, st := range s.all {
 		if st.lastID != "" {
 			continue
@@ -314,6 +323,7 @@ func (st *stream) reportDeadLetter(g *group, dl deadLetterEntry, attempt int, ou
 // groupPoll is what one poll read of one consumer group.
 type groupPoll struct {
 	info        redis.XInfoGroup
+	lagReported bool // info.Lag is the server's figure
 	pending     *redis.XPendingExtCmd
 	undelivered *redis.XMessageSliceCmd
 }
@@ -349,7 +359,7 @@ func (s *streamsState) poll(ctx context.Context, client *redis.Client, now time.
 			continue
 		}
 		for _, info := range infos[i].Val() {
-			p := groupPoll{info: info}
+			p := groupPoll{info: info, lagReported: s.groupLag}
 			p.pending = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: st.name, Group: info.Name, Start: "-", End: "+", Count: s.cfg.PendingScan})
 			p.undelivered = pipe.XRangeN(ctx, st.name, "("+info.LastDeliveredID, "+", 1)
 			polls[i] = append(polls[i], p)
@@ -503,7 +513,7 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 	}
 
 	dest := tap.Destination{System: systemRedis, Destination: st.name, ConsumerGroup: g.label}
-	if lag, ok := st.lag(p.info, lastDelivered); ok {
+	if lag, ok := st.lag(p.info, p.lagReported, lastDelivered); ok {
 		// What is ready for the group is what it has not been delivered.
 		backlog.Int(model.MetricBacklogDepth, now, dest, lag)
 		backlog.Int(model.MetricBacklogLag, now, dest, lag)
@@ -534,8 +544,8 @@ func (st *stream) pollGroup(p groupPoll, lastPoll, now time.Time, scan int64, ou
 // own count, else, when Redis cannot tell (entries were deleted), the
 // entries the tap remembers after the last delivered one, if it remembers
 // that far back.
-func (st *stream) lag(info redis.XInfoGroup, lastDelivered entryID) (int64, bool) {
-	if info.Lag >= 0 {
+func (st *stream) lag(info redis.XInfoGroup, reported bool, lastDelivered entryID) (int64, bool) {
+	if reported && info.Lag >= 0 {
 		return info.Lag, true
 	}
 	if len(st.entries) == 0 || lastDelivered.less(st.entries[0].id) {
@@ -543,6 +553,19 @@ func (st *stream) lag(info redis.XInfoGroup, lastDelivered entryID) (int64, bool
 	}
 	i := sort.Search(len(st.entries), func(i int) bool { return lastDelivered.less(st.entries[i].id) })
 	return int64(len(st.entries) - i), true
+}
+
+// reportsGroupLag says whether the server whose INFO server section this
+// is reports consumer groups' lag: Redis 7 and later.
+func reportsGroupLag(info string) bool {
+	for line := range strings.SplitSeq(info, "\n") {
+		if version, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			major, _, _ := strings.Cut(version, ".")
+			n, err := strconv.Atoi(major)
+			return err == nil && n >= 7
+		}
+	}
+	return false
 }
 
 // settled reports an entry a group no longer has pending: dead-lettered
