@@ -192,7 +192,7 @@ func (e *chExporter) push(ctx context.Context, req xexporterhelper.Request) erro
 	if err := e.gather(ctx, batch); err != nil {
 		return err
 	}
-	key, err := e.guard.begin(ctx, batch)
+	key, err := e.guard.begin(ctx, batch, r.items)
 	if err != nil {
 		return err
 	}

@@ -129,15 +129,16 @@ func (g *replayGuard) dropDone(r *rows) *rows {
 	})
 }
 
-// begin records r, about to be written, with the items it holds; it
-// returns the intent's key.
-func (g *replayGuard) begin(ctx context.Context, r *rows) (string, error) {
+// begin records r, about to be written, with the items of the request it
+// was made from (those it left out as written included); it returns the
+// intent's key.
+func (g *replayGuard) begin(ctx context.Context, r *rows, items []uint64) (string, error) {
 	encoded, err := rowsEncoding{}.Marshal(ctx, r)
 	if err != nil {
 		return "", err
 	}
-	value := binary.AppendUvarint(nil, uint64(len(r.items)))
-	for _, item := range r.items {
+	value := binary.AppendUvarint(nil, uint64(len(items)))
+	for _, item := range items {
 		value = binary.LittleEndian.AppendUint64(value, item)
 	}
 	value = append(value, encoded...)

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
 
 	"github.com/flowtrace/flowtrace/correlator/records"
 	"github.com/flowtrace/flowtrace/exporters/clickhouseexporter/internal/metadata"
@@ -254,4 +255,44 @@ func TestABadReplayRecordIsGivenUp(t *testing.T) {
 		n, _ := got.N.Int64()
 		return n == replayRows
 	}, 30*time.Second, 20*time.Millisecond, "the spans are written")
+}
+
+// TestARecordedBatchKeepsItsItems: a batch that left out an item written
+// before is recorded with its items all the same, so that, should the
+// process die once it is written, the items are known written after the
+// next restart too.
+func TestARecordedBatchKeepsItsItems(t *testing.T) {
+	ctx := context.Background()
+	segments := segmentstorage.NewFactory()
+	cfg := segments.CreateDefaultConfig().(*segmentstorage.Config)
+	cfg.Directory = t.TempDir()
+	queueStorage, err := segments.Create(ctx, extensiontest.NewNopSettings(segments.Type()), cfg)
+	require.NoError(t, err)
+	require.NoError(t, queueStorage.Start(ctx, componenttest.NewNopHost()))
+	defer func() { require.NoError(t, queueStorage.Shutdown(ctx)) }()
+	open := func() *replayGuard {
+		client, err := queueStorage.(xstorage.Extension).GetClient(ctx, component.KindExporter, component.NewID(metadata.Type), "replay_traces")
+		require.NoError(t, err)
+		g, err := newReplayGuard(ctx, client)
+		require.NoError(t, err)
+		return g
+	}
+
+	g := open()
+	g.markDone(queuedItem(t, 1).item) // written before the last restart
+	r := queuedBatch(t, 1, 2)
+	items := r.itemHashes()
+	batch := g.dropDone(r)
+	require.Equal(t, 4*2, batch.ItemsCount(), "item 1 left out")
+	require.NoError(t, batch.gather())
+	_, err = g.begin(ctx, batch, items)
+	require.NoError(t, err)
+	require.NoError(t, g.close(ctx)) // written, then the process dies
+
+	g = open()
+	defer func() { require.NoError(t, g.close(ctx)) }()
+	written := 0
+	require.NoError(t, g.recover(ctx, func(_ context.Context, r *rows) error { written = r.ItemsCount(); return nil }, zap.NewNop()))
+	assert.Equal(t, 4*2, written, "the recorded batch is written again as it was")
+	assert.Equal(t, 4*3, g.dropDone(queuedBatch(t, 2, 3)).ItemsCount(), "item 2 is known written")
 }

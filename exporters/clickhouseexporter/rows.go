@@ -151,7 +151,7 @@ func (r *rows) without(drop func(item uint64) bool) *rows {
 		return &rows{}
 	}
 	head := *kept[0]
-	head.merged, head.mergedItems, head.bytes, head.items = kept[1:], 0, 0, nil
+	head.merged, head.mergedItems, head.bytes = kept[1:], 0, 0
 	for _, p := range kept[1:] {
 		head.mergedItems += p.ItemsCount()
 	}

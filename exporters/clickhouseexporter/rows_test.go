@@ -148,27 +148,34 @@ func BenchmarkMergeSplit(b *testing.B) {
 	b.ReportMetric(float64(b.N*len(parts)*request)/b.Elapsed().Seconds(), "rows/s")
 }
 
+// queuedItem is sampleRows(n) as the sending queue hands it back: read
+// from its bytes, so it knows its item.
+func queuedItem(t *testing.T, n int) *rows {
+	t.Helper()
+	b, err := rowsEncoding{}.Marshal(context.Background(), sampleRows(n))
+	require.NoError(t, err)
+	_, r, err := rowsEncoding{}.Unmarshal(b)
+	require.NoError(t, err)
+	return r.(*rows)
+}
+
+// queuedBatch is the queued items sampleRows(n) for each of ns, merged into
+// a batch as the sending queue's batcher does.
+func queuedBatch(t *testing.T, ns ...int) *rows {
+	t.Helper()
+	var head xexporterhelper.Request = queuedItem(t, ns[0])
+	for _, n := range ns[1:] {
+		merged, err := head.MergeSplit(context.Background(), 0, exporterhelper.RequestSizerTypeItems, queuedItem(t, n))
+		require.NoError(t, err)
+		head = merged[0]
+	}
+	return head.(*rows)
+}
+
 // TestWithoutLeavesOutQueuedItems: a batch of three queued items, less the
 // ones a replay has written already, whichever part of the batch they are.
 func TestWithoutLeavesOutQueuedItems(t *testing.T) {
-	ctx := context.Background()
-	batch := func() *rows {
-		var head xexporterhelper.Request
-		for i := range 3 {
-			b, err := rowsEncoding{}.Marshal(ctx, sampleRows(i+1)) // 1, 2 and 3 of each kind
-			require.NoError(t, err)
-			_, item, err := rowsEncoding{}.Unmarshal(b)
-			require.NoError(t, err)
-			if head == nil {
-				head = item
-				continue
-			}
-			merged, err := head.MergeSplit(ctx, 0, exporterhelper.RequestSizerTypeItems, item)
-			require.NoError(t, err)
-			head = merged[0]
-		}
-		return head.(*rows)
-	}
+	batch := func() *rows { return queuedBatch(t, 1, 2, 3) } // 1, 2 and 3 of each kind
 	r := batch()
 	items := r.itemHashes()
 	require.Len(t, items, 3)
@@ -187,25 +194,9 @@ func TestWithoutLeavesOutQueuedItems(t *testing.T) {
 // the first was taken, is in the queue twice; the batch holding both
 // writes it once, and neither when it was written before the restart.
 func TestDropDoneLeavesOutRepeats(t *testing.T) {
-	ctx := context.Background()
-	item := func(n int) *rows {
-		b, err := rowsEncoding{}.Marshal(ctx, sampleRows(n))
-		require.NoError(t, err)
-		_, r, err := rowsEncoding{}.Unmarshal(b)
-		require.NoError(t, err)
-		return r.(*rows)
-	}
-	batch := func() *rows {
-		var head xexporterhelper.Request = item(1)
-		for _, n := range []int{2, 1} { // the first again
-			merged, err := head.MergeSplit(ctx, 0, exporterhelper.RequestSizerTypeItems, item(n))
-			require.NoError(t, err)
-			head = merged[0]
-		}
-		return head.(*rows)
-	}
+	batch := func() *rows { return queuedBatch(t, 1, 2, 1) } // the first again
 	g := &replayGuard{doneSet: map[uint64]struct{}{}}
 	assert.Equal(t, 4*(1+2), g.dropDone(batch()).ItemsCount(), "the repeat left out")
-	g.markDone(item(1).item)
+	g.markDone(queuedItem(t, 1).item)
 	assert.Equal(t, 4*2, g.dropDone(batch()).ItemsCount(), "both copies written before")
 }
