@@ -114,11 +114,7 @@ func (s Schema) settings(extra ...string) string {
 }
 
 func (s Schema) distributed(table, shardingKey string) string {
-	if s.Cluster == "" {
-		return ""
-	}
-	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s %s AS %s ENGINE = Distributed(`%s`, `%s`, `%s`, %s)",
-		s.name(table), s.onCluster(), s.local(table), s.Cluster, s.Database, table+"_local", shardingKey)
+	return s.distributedTable("CREATE TABLE IF NOT EXISTS", table, shardingKey)
 }
 
 // redistribute replaces the Distributed table in front of table with one
@@ -126,10 +122,17 @@ func (s Schema) distributed(table, shardingKey string) string {
 // holds no rows of its own (inserts go through it in the foreground), so
 // nothing is lost.
 func (s Schema) redistribute(table, shardingKey string) string {
+	return s.distributedTable("CREATE OR REPLACE TABLE", table, shardingKey)
+}
+
+// distributedTable is the create statement of the Distributed table in
+// front of table on a cluster; nothing without one.
+func (s Schema) distributedTable(create, table, shardingKey string) string {
 	if s.Cluster == "" {
 		return ""
 	}
-	return strings.Replace(s.distributed(table, shardingKey), "CREATE TABLE IF NOT EXISTS", "CREATE OR REPLACE TABLE", 1)
+	return fmt.Sprintf("%s %s %s AS %s ENGINE = Distributed(`%s`, `%s`, `%s`, %s)",
+		create, s.name(table), s.onCluster(), s.local(table), s.Cluster, s.Database, table+"_local", shardingKey)
 }
 
 func (s Schema) funcs() template.FuncMap {
